@@ -1,0 +1,11 @@
+//! The adaptest engine: loading and validating plans and suites, matrix expansion, the
+//! scheduler, the journal and resume. The `adaptest` binary is a thin shell over [`cli::main`].
+
+pub mod cli;
+pub mod engine;
+pub mod events;
+pub mod exit_codes;
+pub mod expect;
+pub mod journal;
+pub mod rundir;
+pub mod spec;

@@ -1,0 +1,103 @@
+//! The journal survives SIGKILL and `--resume` finishes the run without repeating a case.
+
+use crate::util::{Sandbox, case_statuses, local_plan, results};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn case_records(journal: &str) -> Vec<serde_json::Value> {
+    journal
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("journal line parses"))
+        .filter(|v| v["type"] == "case")
+        .collect()
+}
+
+#[test]
+fn sigkill_midway_then_resume_records_every_case_exactly_once() {
+    let sb = Sandbox::new();
+    let mut suite = String::from("[suite]\nid = \"t.forty\"\ntitle = \"forty\"\ncomponent = \"os\"\n");
+    for i in 0..40 {
+        // Every 7th case fails, so outcomes differ and can be compared.
+        let run = if i % 7 == 3 { "sleep 0.1; exit 1" } else { "sleep 0.1; echo ok" };
+        suite.push_str(&format!("\n[[case]]\nid = \"c{i:02}\"\ntitle = \"case {i}\"\nrun = \"{run}\"\n"));
+    }
+    sb.write("suites/t.toml", &suite);
+    sb.write("plan.toml", &local_plan(&["t.forty"]));
+
+    let mut child = sb
+        .cmd(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin", "--format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some, but not all, cases are in the journal, then SIGKILL the harness.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let journal_path = loop {
+        if let Ok(rd) = std::fs::read_dir(sb.path().join("adaptest-runs")) {
+            if let Some(d) = rd.flatten().next() {
+                let j = d.path().join("journal.jsonl");
+                if let Ok(text) = std::fs::read_to_string(&j)
+                    && case_records(&text).len() >= 12
+                {
+                    break j;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the run never reached 12 cases");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = case_records(&std::fs::read_to_string(&journal_path).unwrap());
+    assert!(before.len() < 40, "the run finished before it was killed");
+    let run_dir = sb.run_dir();
+    assert!(!run_dir.join("results.json").exists(), "a killed run writes no results");
+
+    let r = sb.run(&["run", "--resume", run_dir.to_str().unwrap()]);
+    r.expect_code(1);
+    assert!(r.stdout.contains(&format!("{} already done", before.len())), "{}", r.stdout);
+
+    let after = case_records(&std::fs::read_to_string(&journal_path).unwrap());
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for rec in &after {
+        *count.entry(rec["case"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(count.len(), 40, "every case recorded");
+    assert!(count.values().all(|&n| n == 1), "a case was recorded twice: {count:?}");
+    // Earlier outcomes are unchanged: the first records are byte-for-byte the same.
+    assert_eq!(&after[..before.len()], &before[..]);
+    let res = results(&run_dir);
+    let statuses = case_statuses(&res);
+    assert_eq!(statuses.len(), 40);
+    for (_, case, status) in statuses {
+        let i: usize = case[1..].parse().unwrap();
+        let want = if i % 7 == 3 { "failed" } else { "passed" };
+        assert_eq!(status, want, "{case}");
+    }
+}
+
+#[test]
+fn resume_of_a_finished_run_runs_nothing_again() {
+    let sb = Sandbox::new();
+    sb.write(
+        "suites/t.toml",
+        "[suite]\nid = \"t.one\"\ntitle = \"one\"\ncomponent = \"os\"\n\n[[case]]\nid = \"a\"\ntitle = \"a\"\nrun = \"echo ran\"\n",
+    );
+    sb.write("plan.toml", &local_plan(&["t.one"]));
+    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin"]).expect_code(0);
+    let dir = sb.run_dir();
+    let j1 = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let r = sb.run(&["run", "--resume", dir.to_str().unwrap()]);
+    r.expect_code(0);
+    let j2 = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert_eq!(case_records(&j1), case_records(&j2), "no case ran again");
+}
+
+#[test]
+fn resume_of_something_that_is_not_a_run_is_refused() {
+    let sb = Sandbox::new();
+    let r = sb.run(&["run", "--resume", sb.path().to_str().unwrap()]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("not an adaptest run directory"), "{}", r.stderr);
+}
