@@ -1,0 +1,21 @@
+//! The adaptest results schema (`RunResults`, versioned) and its renderers.
+//!
+//! Architecture invariant: this crate knows no adapter and performs no I/O besides writing the
+//! outputs it is asked to render, so `adaptest report results.json` works on any machine.
+//!
+//! Renderers: [`to_json`]/[`from_json`] (`results.json`, the stored form), [`to_junit`]
+//! (`junit.xml` for CI) and [`to_html`] (the self-contained bilingual report). All of them fail
+//! with [`RenderError`].
+
+pub mod error;
+pub mod html;
+pub mod json;
+pub mod junit;
+pub mod schema;
+mod text;
+
+pub use error::RenderError;
+pub use html::{Lang, to_html};
+pub use json::{from_json, to_json};
+pub use junit::to_junit;
+pub use schema::*;
