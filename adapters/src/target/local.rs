@@ -1,0 +1,362 @@
+//! [`LocalTarget`]: the host itself. Each command runs under `/bin/sh -c` in a process group of
+//! its own, so that a timeout, a cancel or a normal exit can take down everything it started.
+
+use super::{ExecOutput, ExecRequest, Target, TargetError};
+use crate::env_probe::{PROBE_SCRIPT, parse_probe};
+use adaptest_reports::Environment;
+use std::io::ErrorKind;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStdin, Command};
+use tokio_util::sync::CancellationToken;
+
+#[cfg(target_os = "linux")]
+use super::process_linux::{kill_group, kill_tree};
+
+/// How long the pipes of a finished command are still read after its process group was killed.
+/// A process that left the group (`setsid`) may hold them open for ever; we stop waiting then.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long the environment probe may run.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read size for stdout and stderr.
+const READ_CHUNK: usize = 32 * 1024;
+
+/// The host the harness runs on.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    id: String,
+}
+
+impl LocalTarget {
+    /// The host, known in the plan as `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        LocalTarget { id: id.into() }
+    }
+
+    fn spawn_error(&self, command: &str, source: std::io::Error) -> TargetError {
+        TargetError::Spawn {
+            target: self.id.clone(),
+            command: command.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Why we stopped waiting for a command.
+enum Ending {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+#[async_trait::async_trait]
+impl Target for LocalTarget {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn start(&self) -> Result<(), TargetError> {
+        Ok(())
+    }
+
+    async fn exec(
+        &self,
+        req: ExecRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ExecOutput, TargetError> {
+        if cancel.is_cancelled() {
+            // Nothing started, nothing to kill.
+            return Ok(ExecOutput {
+                cancelled: true,
+                ..ExecOutput::default()
+            });
+        }
+        let ExecRequest {
+            command,
+            stdin,
+            env,
+            cwd,
+            timeout,
+            capture_limit,
+        } = req;
+
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&command)
+            .process_group(0)
+            .kill_on_drop(true)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .envs(env);
+        if let Some(dir) = &cwd {
+            cmd.current_dir(dir);
+        }
+
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| self.spawn_error(&command, e))?;
+        let Some(pid) = child.id() else {
+            let e = std::io::Error::other("spawned child has no pid");
+            return Err(self.spawn_error(&command, e));
+        };
+        // Until the child is reaped, dropping this future (the caller gave up on us) kills the
+        // tree; `kill_on_drop` then lets tokio reap the child.
+        let mut guard = TreeGuard { pid, armed: true };
+
+        let mut out = Capture::new(capture_limit);
+        let mut err = Capture::new(capture_limit);
+        let stdin_pipe = child.stdin.take();
+        let stdout_pipe = child.stdout.take();
+        let stderr_pipe = child.stderr.take();
+        let (status, timed_out, cancelled, duration) = {
+            let io = async {
+                tokio::join!(
+                    feed_stdin(stdin_pipe, stdin),
+                    drain(stdout_pipe, &mut out),
+                    drain(stderr_pipe, &mut err),
+                )
+            };
+            tokio::pin!(io);
+            let mut io_done = false;
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+
+            let ending = loop {
+                tokio::select! {
+                    biased;
+                    status = child.wait() => break Ending::Exited(status),
+                    () = cancel.cancelled() => break Ending::Cancelled,
+                    () = &mut deadline => break Ending::TimedOut,
+                    _ = &mut io, if !io_done => io_done = true,
+                }
+            };
+            let (status, timed_out, cancelled) = match ending {
+                Ending::Exited(status) => {
+                    // The leader is gone; whatever it left in its group goes too (this also
+                    // closes the pipes those leftovers hold, so draining below ends at once).
+                    kill_group(pid);
+                    (status, false, false)
+                }
+                Ending::TimedOut => {
+                    kill_tree(pid);
+                    (child.wait().await, true, false)
+                }
+                Ending::Cancelled => {
+                    kill_tree(pid);
+                    (child.wait().await, false, true)
+                }
+            };
+            let duration = started.elapsed();
+            if status.is_ok() {
+                // Reaped: its pid may be reused from now on, so the guard must not fire.
+                guard.armed = false;
+                if !io_done {
+                    // Ignored timeout: a process outside the group still holds a pipe.
+                    let _ = tokio::time::timeout(DRAIN_GRACE, &mut io).await;
+                }
+            }
+            (status, timed_out, cancelled, duration)
+        };
+        let status = status.map_err(|source| TargetError::Io {
+            target: self.id.clone(),
+            source,
+        })?;
+
+        Ok(ExecOutput {
+            exit_code: status.code(),
+            signal: status.signal(),
+            stdout: out.buf,
+            stderr: err.buf,
+            stdout_dropped: out.dropped,
+            stderr_dropped: err.dropped,
+            timed_out,
+            cancelled,
+            duration,
+        })
+    }
+
+    async fn environment(&self) -> Result<Environment, TargetError> {
+        let out = self
+            .exec(
+                ExecRequest::new(PROBE_SCRIPT, PROBE_TIMEOUT),
+                &CancellationToken::new(),
+            )
+            .await?;
+        if out.timed_out || out.exit_code != Some(0) || out.stdout.is_empty() {
+            return Err(TargetError::Environment {
+                target: self.id.clone(),
+                reason: format!(
+                    "the probe failed (exit {:?}, signal {:?}, timed out: {}): {}",
+                    out.exit_code,
+                    out.signal,
+                    out.timed_out,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        let env = parse_probe(&self.id, self.kind(), &String::from_utf8_lossy(&out.stdout));
+        // sysinfo reads /proc synchronously: keep it off the async workers.
+        tokio::task::spawn_blocking(move || refine_with_sysinfo(env))
+            .await
+            .map_err(|e| TargetError::Environment {
+                target: self.id.clone(),
+                reason: format!("sysinfo task failed: {e}"),
+            })
+    }
+
+    async fn stop(&self) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// Fill what the probe left empty from sysinfo (this is the same machine).
+fn refine_with_sysinfo(mut env: Environment) -> Environment {
+    use sysinfo::{CpuRefreshKind, System};
+
+    fill(&mut env.arch, || Some(System::cpu_arch()));
+    fill(&mut env.kernel, || System::kernel_version().ok());
+    fill(&mut env.hostname, || System::host_name().ok());
+    fill(&mut env.os_id, || Some(System::distribution_id()));
+    fill(&mut env.os_version, || System::os_version().ok());
+    fill(&mut env.os_name, || System::long_os_version().ok());
+
+    let needs_cpu = env.cores == 0 || env.cpu_model.is_empty() || env.cpu_vendor.is_empty();
+    if env.memory_bytes == 0 || needs_cpu {
+        let Ok(mut sys) = System::new() else {
+            return env;
+        };
+        if env.memory_bytes == 0 {
+            sys.refresh_memory();
+            env.memory_bytes = sys.total_memory();
+        }
+        if needs_cpu {
+            sys.refresh_cpu_list(CpuRefreshKind::nothing());
+            let cpus = sys.cpus();
+            if env.cores == 0 {
+                env.cores = u32::try_from(cpus.len()).unwrap_or(u32::MAX);
+            }
+            if let Some(cpu) = cpus.first() {
+                fill(&mut env.cpu_model, || Some(cpu.brand().to_owned()));
+                fill(&mut env.cpu_vendor, || Some(cpu.vendor_id().to_owned()));
+            }
+        }
+    }
+    env
+}
+
+fn fill(field: &mut String, value: impl FnOnce() -> Option<String>) {
+    if field.is_empty()
+        && let Some(v) = value()
+    {
+        *field = v.trim().to_owned();
+    }
+}
+
+/// Kills the tree of an unreaped child when dropped armed.
+struct TreeGuard {
+    pid: u32,
+    armed: bool,
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            kill_tree(self.pid);
+        }
+    }
+}
+
+/// At most `limit` bytes of a stream, and how many more were dropped.
+struct Capture {
+    buf: Vec<u8>,
+    dropped: u64,
+    limit: usize,
+}
+
+impl Capture {
+    fn new(limit: usize) -> Self {
+        Capture {
+            buf: Vec::new(),
+            dropped: 0,
+            limit,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let keep = self.limit.saturating_sub(self.buf.len()).min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..keep]);
+        self.dropped += (bytes.len() - keep) as u64;
+    }
+}
+
+/// Read `pipe` to its end (or until it fails), keeping what `cap` allows. Never stops reading
+/// early: a child writing to a full pipe would block.
+async fn drain(pipe: Option<impl AsyncRead + Unpin>, cap: &mut Capture) {
+    let Some(mut pipe) = pipe else {
+        return;
+    };
+    let mut chunk = vec![0; READ_CHUNK];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) => return,
+            Ok(n) => cap.push(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Write `data` to the child's stdin, then close it (the pipe is dropped) so the child sees EOF.
+async fn feed_stdin(pipe: Option<ChildStdin>, data: Option<Vec<u8>>) {
+    if let (Some(mut pipe), Some(data)) = (pipe, data) {
+        // A command that exits without reading all of its input makes this fail with EPIPE;
+        // that is the command's business, not an error of the target.
+        let _ = pipe.write_all(&data).await;
+    }
+}
+
+/// Outside Linux there is no `/proc` to find descendants: the process group is all we can reach.
+#[cfg(not(target_os = "linux"))]
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = i32::try_from(pgid)
+        && pgid > 1
+    {
+        // SAFETY: killpg(2) takes plain integers; pgid is the group we created for the child.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_tree(pid: u32) {
+    kill_group(pid);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_limit_and_counts_the_rest() {
+        let mut cap = Capture::new(5);
+        cap.push(b"abc");
+        cap.push(b"defg");
+        cap.push(b"hij");
+        assert_eq!(cap.buf, b"abcde");
+        assert_eq!(cap.dropped, 5);
+
+        let mut none = Capture::new(0);
+        none.push(b"xyz");
+        assert!(none.buf.is_empty());
+        assert_eq!(none.dropped, 3);
+    }
+}

@@ -1,0 +1,387 @@
+//! Integration tests of [`LocalTarget`]: real commands on this host, including process trees that
+//! must not survive a timeout, a cancel or a normal exit.
+
+use adaptest_adapters::target::LocalTarget;
+use adaptest_adapters::{ExecOutput, ExecRequest, Target, TargetError};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn target() -> LocalTarget {
+    LocalTarget::new("host")
+}
+
+async fn run(req: ExecRequest) -> ExecOutput {
+    target()
+        .exec(req, &CancellationToken::new())
+        .await
+        .expect("exec")
+}
+
+fn stdout(out: &ExecOutput) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Pids printed one per line by a command (`echo $!`).
+fn pids(out: &ExecOutput) -> Vec<u32> {
+    let pids: Vec<u32> = stdout(out)
+        .lines()
+        .map(|l| l.trim().parse().expect("a pid per line"))
+        .collect();
+    assert!(!pids.is_empty(), "the command printed no pid: {out:?}");
+    pids
+}
+
+/// Whether `pid` is a running (not zombie) process.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').expect("comm") + 1..]
+                .split_ascii_whitespace()
+                .next()
+                .expect("state");
+            state != "Z" && state != "X"
+        }
+    }
+}
+
+/// SIGKILL is delivered asynchronously: give killed processes a moment to actually die. Kills
+/// the survivors (so a failing run leaves nothing behind) before failing.
+fn assert_dead(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survivors: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    for &pid in &survivors {
+        // SAFETY: kill(2) on a pid that our own command printed; plain integers.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert!(survivors.is_empty(), "still alive: {survivors:?}");
+}
+
+const SECS_5: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn exit_code_stdout_and_stderr() {
+    let out = run(ExecRequest::new("echo out; echo err >&2; exit 7", SECS_5)).await;
+    assert_eq!(out.exit_code, Some(7));
+    assert_eq!(out.signal, None);
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!((out.stdout_dropped, out.stderr_dropped), (0, 0));
+    assert!(!out.timed_out && !out.cancelled);
+    assert!(out.duration < SECS_5);
+
+    // An unbounded timeout is fine.
+    let out = run(ExecRequest::new("true", Duration::MAX)).await;
+    assert_eq!(out.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn killed_by_a_signal() {
+    let out = run(ExecRequest::new("kill -TERM $$", SECS_5)).await;
+    assert_eq!(out.exit_code, None);
+    assert_eq!(out.signal, Some(libc::SIGTERM));
+}
+
+#[tokio::test]
+async fn stdin_env_and_cwd_are_honoured() {
+    let mut req = ExecRequest::new(
+        "cat; printf '%s|%s|' \"$A\" \"$B\"; pwd; echo \"$HOME\"",
+        SECS_5,
+    );
+    req.stdin = Some(b"from stdin|".to_vec());
+    req.env = vec![("A".into(), "one".into()), ("B".into(), "two words".into())];
+    req.cwd = Some("/tmp".into());
+    let out = run(req).await;
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    let home = std::env::var("HOME").unwrap_or_default();
+    // The added variables come on top of the inherited environment ($HOME).
+    assert_eq!(
+        stdout(&out),
+        format!("from stdin|one|two words|/tmp\n{home}\n")
+    );
+}
+
+#[tokio::test]
+async fn no_stdin_reads_eof() {
+    let out = run(ExecRequest::new("wc -c", SECS_5)).await;
+    assert_eq!(stdout(&out).trim(), "0");
+}
+
+#[tokio::test]
+async fn large_stdin_not_read_by_the_command_does_not_hang() {
+    let mut req = ExecRequest::new("exit 3", SECS_5);
+    req.stdin = Some(vec![b'x'; 4 << 20]);
+    let out = run(req).await;
+    assert_eq!(out.exit_code, Some(3));
+    assert!(!out.timed_out);
+}
+
+#[tokio::test]
+async fn capture_limit_truncates_and_counts() {
+    let mut req = ExecRequest::new(
+        "head -c 3000000 /dev/zero; head -c 1500000 /dev/zero >&2; echo done >&2",
+        Duration::from_secs(20),
+    );
+    req.capture_limit = 1 << 20;
+    let out = run(req).await;
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert_eq!(out.stdout_dropped, 3_000_000 - (1 << 20));
+    assert_eq!(out.stderr.len(), 1 << 20);
+    assert_eq!(out.stderr_dropped, 1_500_005 - (1 << 20));
+}
+
+#[tokio::test]
+async fn spawn_failure_is_a_target_error() {
+    let mut req = ExecRequest::new("true", SECS_5);
+    req.cwd = Some("/nonexistent/adaptest/dir".into());
+    let err = target()
+        .exec(req, &CancellationToken::new())
+        .await
+        .expect_err("bad cwd");
+    assert!(matches!(err, TargetError::Spawn { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_tree() {
+    let started = Instant::now();
+    let out = run(ExecRequest::new(
+        "sleep 300 & echo $!; sleep 300",
+        Duration::from_secs(1),
+    ))
+    .await;
+    assert!(out.timed_out, "{out:?}");
+    assert!(!out.cancelled);
+    assert_eq!(out.exit_code, None);
+    assert_eq!(out.signal, Some(libc::SIGKILL));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(out.duration >= Duration::from_secs(1));
+    assert_dead(&pids(&out));
+}
+
+#[tokio::test]
+async fn timeout_kills_a_setsid_grandchild() {
+    let started = Instant::now();
+    let out = run(ExecRequest::new(
+        "setsid sleep 300 & echo $!; sh -c 'sleep 301 & echo $!; wait'",
+        Duration::from_secs(1),
+    ))
+    .await;
+    assert!(out.timed_out, "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let pids = pids(&out);
+    assert_eq!(pids.len(), 2, "{out:?}");
+    assert_dead(&pids);
+}
+
+#[tokio::test]
+async fn normal_exit_kills_leftovers_and_returns_promptly() {
+    let started = Instant::now();
+    let out = run(ExecRequest::new(
+        "sleep 300 & echo $!",
+        Duration::from_secs(60),
+    ))
+    .await;
+    // Well under the 2 s given to draining a pipe that a leftover holds open.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.exit_code, Some(0));
+    assert!(!out.timed_out);
+    assert_dead(&pids(&out));
+}
+
+/// A daemon that left the process group keeps our stdout pipe open: we stop draining after a
+/// grace period instead of hanging. (It is not ours to kill any more: the test cleans it up.)
+#[tokio::test]
+async fn escaped_daemon_holding_the_pipe_does_not_hang() {
+    // Print the daemon's pid only once it has left the group (the marker is created after
+    // `setsid`), or our kill of the group could win the race.
+    let marker = pid_file("escaped");
+    let command = format!(
+        "setsid sh -c ': > \"$0\"; exec sleep 300' {m} & \
+         while [ ! -e {m} ]; do sleep 0.01; done; rm {m}; echo $!",
+        m = marker.display()
+    );
+    let started = Instant::now();
+    let out = run(ExecRequest::new(command, Duration::from_secs(60))).await;
+    let elapsed = started.elapsed();
+    let pids = pids(&out);
+    for &pid in &pids {
+        // SAFETY: kill(2) on the pid our own command printed; plain integers.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(out.exit_code, Some(0));
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert!(out.duration < Duration::from_secs(1), "{:?}", out.duration);
+}
+
+/// A fresh path for a command to write pids into.
+fn pid_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("adaptest-{name}-{}", std::process::id()))
+}
+
+/// Wait until `file` holds `n` complete lines of pids (written by the running command).
+async fn wait_for_pids(file: &std::path::Path, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.ends_with('\n') && text.lines().count() == n {
+            std::fs::remove_file(file).expect("rm pid file");
+            return text.lines().map(|l| l.parse().expect("pid")).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command never wrote its pids"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn cancel_kills_the_tree() {
+    let file = pid_file("cancel");
+    let command = format!(
+        "sleep 300 & a=$!; setsid sleep 300 & printf '%s\\n%s\\n' $a $! > {}; sleep 300",
+        file.display()
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let watcher = {
+        let file = file.clone();
+        tokio::spawn(async move {
+            let pids = wait_for_pids(&file, 2).await;
+            trigger.cancel();
+            (pids, Instant::now())
+        })
+    };
+    let out = target()
+        .exec(ExecRequest::new(command, Duration::from_secs(120)), &cancel)
+        .await
+        .expect("exec");
+    let (pids, cancelled_at) = watcher.await.expect("watcher");
+    assert!(out.cancelled, "{out:?}");
+    assert!(!out.timed_out);
+    assert_eq!(out.signal, Some(libc::SIGKILL));
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+    assert_dead(&pids);
+
+    // Already cancelled: nothing runs.
+    let out = target()
+        .exec(ExecRequest::new("echo never", SECS_5), &cancel)
+        .await
+        .expect("exec");
+    assert!(out.cancelled && out.stdout.is_empty());
+}
+
+/// Dropping the exec future (the caller gave up) kills the tree too.
+#[tokio::test]
+async fn dropping_the_future_kills_the_tree() {
+    let file = pid_file("drop");
+    let command = format!("sleep 300 & echo $! > {}; sleep 300", file.display());
+    let t = target();
+    let cancel = CancellationToken::new();
+    let mut fut = t.exec(ExecRequest::new(command, Duration::from_secs(120)), &cancel);
+    let pids = tokio::select! {
+        out = &mut fut => panic!("the command ended early: {out:?}"),
+        pids = wait_for_pids(&file, 1) => pids,
+    };
+    drop(fut);
+    assert_dead(&pids);
+}
+
+#[tokio::test]
+async fn environment_of_this_host() {
+    let t = target();
+    assert_eq!(t.kind(), "local");
+    assert_eq!(t.id(), "host");
+    t.start().await.expect("start");
+    let env = t.environment().await.expect("environment");
+    t.stop().await.expect("stop");
+
+    let uname = std::process::Command::new("uname")
+        .arg("-m")
+        .output()
+        .expect("uname");
+    assert_eq!(env.arch, String::from_utf8_lossy(&uname.stdout).trim());
+    assert_eq!(env.target, "host");
+    assert_eq!(env.target_kind, "local");
+    assert!(!env.kernel.is_empty());
+    assert_eq!(env.os_id, "debian", "{env:?}");
+    assert!(
+        !env.os_version.is_empty() && !env.os_name.is_empty(),
+        "{env:?}"
+    );
+    assert!(env.cores >= 1);
+    assert!(env.memory_bytes > 0);
+    assert!(env.page_size >= 4096);
+    assert!(env.libc.starts_with("glibc"), "{env:?}");
+    assert!(
+        !env.cpu_model.is_empty() && !env.cpu_vendor.is_empty(),
+        "{env:?}"
+    );
+    assert!(!env.hostname.is_empty());
+    assert!(
+        ["v1", "v2", "none"].contains(&env.extra["cgroup"].as_str()),
+        "{env:?}"
+    );
+}
+
+/// The per-call overhead of `exec`, against a shell loop of `sh -c true`.
+/// Run with `cargo test --release -p adaptest-adapters --test local -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_exec_overhead() {
+    const N: u32 = 1000;
+    let t = target();
+    let cancel = CancellationToken::new();
+    // Warm up.
+    for _ in 0..20 {
+        t.exec(ExecRequest::new("true", SECS_5), &cancel)
+            .await
+            .expect("exec");
+    }
+    let started = Instant::now();
+    for _ in 0..N {
+        let out = t
+            .exec(ExecRequest::new("true", SECS_5), &cancel)
+            .await
+            .expect("exec");
+        assert_eq!(out.exit_code, Some(0));
+    }
+    let ours = started.elapsed() / N;
+
+    let started = Instant::now();
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {N} ]; do sh -c true; i=$((i+1)); done"
+        ))
+        .status()
+        .expect("shell loop");
+    assert!(status.success());
+    let shell = started.elapsed() / N;
+    let ratio = ours.as_secs_f64() / shell.as_secs_f64();
+    eprintln!("exec: {ours:?} per call; shell loop: {shell:?} per call; ratio {ratio:.2}");
+    assert!(ratio < 1.5, "exec overhead {ratio:.2}x the shell loop");
+}
