@@ -11,7 +11,10 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     entries.sort();
     for path in entries {
         let rel = path.strip_prefix(root).expect("under root");
-        let first = rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let first = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
         if matches!(first.as_deref(), Some("src" | "target")) {
             continue;
         }
@@ -31,10 +34,21 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let mut files = Vec::new();
     collect(&root, &root, &mut files);
-    let mut code = String::from("/// Every embedded file: (path relative to `suites/`, contents).\npub static FILES: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Every embedded file: (path relative to `suites/`, contents).\npub static FILES: &[(&str, &str)] = &[\n",
+    );
     for f in &files {
-        let rel = f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
-        writeln!(code, "    ({rel:?}, include_str!({:?})),", f.display().to_string()).unwrap();
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        writeln!(
+            code,
+            "    ({rel:?}, include_str!({:?})),",
+            f.display().to_string()
+        )
+        .unwrap();
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("files.rs");

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "adaptest", version, about = "Software–hardware adaptation testing: compatibility suites over targets × components, with certification reports.")]
+#[command(
+    name = "adaptest",
+    version,
+    about = "Software–hardware adaptation testing: compatibility suites over targets × components, with certification reports."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -135,7 +139,8 @@ struct ReportArgs {
 pub fn main() -> i32 {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ADAPTEST_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ADAPTEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
@@ -143,7 +148,11 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit_codes::INVALID_INPUT } else { exit_codes::OK };
+            return if e.use_stderr() {
+                exit_codes::INVALID_INPUT
+            } else {
+                exit_codes::OK
+            };
         }
     };
     match cli.command {
@@ -161,6 +170,20 @@ fn eprint_diag(d: impl miette::Diagnostic + Send + Sync + 'static) {
     eprintln!("{:?}", miette::Report::new(d));
 }
 
+/// Print every problem of a failed load on its own, then a one-line count.
+fn eprint_load_error(e: spec::LoadError) {
+    match e {
+        spec::LoadError::Spec(errs) => {
+            let n = errs.errors.len();
+            for err in errs.errors {
+                eprint_diag(err);
+            }
+            eprintln!("error: {n} problem(s) in the input; nothing was run");
+        }
+        other => eprint_diag(other),
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -176,26 +199,32 @@ fn cmd_run(a: RunArgs) -> i32 {
     let (meta, plan, dir, resumed) = if let Some(dir) = &a.resume {
         match rundir::load_inputs(dir) {
             Ok((meta, plan)) => (meta, plan, dir.clone(), true),
+            Err(rundir::RunDirError::Load(e)) => {
+                eprint_load_error(e);
+                return exit_codes::INVALID_INPUT;
+            }
             Err(e) => {
-                let code = match e {
-                    rundir::RunDirError::Load(_) => exit_codes::INVALID_INPUT,
-                    _ => exit_codes::INVALID_INPUT,
-                };
                 eprint_diag(e);
-                return code;
+                return exit_codes::INVALID_INPUT;
             }
         }
     } else {
-        let plan = match load_suites(&a.suites).and_then(|s| spec::load_plan(a.plan.as_deref(), &s)) {
+        let plan = match load_suites(&a.suites).and_then(|s| spec::load_plan(a.plan.as_deref(), &s))
+        {
             Ok(p) => p,
             Err(e) => {
-                eprint_diag(e);
+                eprint_load_error(e);
                 return exit_codes::INVALID_INPUT;
             }
         };
         let run_id = rundir::new_run_id();
         match rundir::create(&a.out, &run_id, &plan) {
-            Ok(dir) => (rundir::read_meta(&dir).expect("just written"), plan, dir, false),
+            Ok(dir) => (
+                rundir::read_meta(&dir).expect("just written"),
+                plan,
+                dir,
+                false,
+            ),
             Err(e) => {
                 eprint_diag(e);
                 return exit_codes::INFRA_ERROR;
@@ -206,7 +235,13 @@ fn cmd_run(a: RunArgs) -> i32 {
     rt.block_on(run_plan(a, meta, plan, dir, resumed))
 }
 
-async fn run_plan(a: RunArgs, meta: rundir::RunMeta, plan: spec::Plan, dir: PathBuf, resumed: bool) -> i32 {
+async fn run_plan(
+    a: RunArgs,
+    meta: rundir::RunMeta,
+    plan: spec::Plan,
+    dir: PathBuf,
+    resumed: bool,
+) -> i32 {
     let journal_path = dir.join("journal.jsonl");
     let prior = match rundir::journal_records(&dir) {
         Ok(r) => r,
@@ -252,12 +287,16 @@ async fn run_plan(a: RunArgs, meta: rundir::RunMeta, plan: spec::Plan, dir: Path
         let cancel = cancel.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             let which = tokio::select! {
                 _ = tokio::signal::ctrl_c() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
-            let _ = tx.send(Event::Interrupted { reason: format!("{which} received") });
+            let _ = tx.send(Event::Interrupted {
+                reason: format!("{which} received"),
+            });
             cancel.cancel();
         })
     };
@@ -265,7 +304,19 @@ async fn run_plan(a: RunArgs, meta: rundir::RunMeta, plan: spec::Plan, dir: Path
         jobs: a.jobs.map(|j| j as usize),
         fail_fast: a.fail_fast,
     };
-    let exec = engine::execute(&plan, &meta.run_id, &dir, journal, done, &opts, tx.clone(), cancel.clone()).await;
+    let exec = engine::execute(
+        &plan,
+        engine::Session {
+            run_id: meta.run_id.clone(),
+            run_dir: dir.clone(),
+            journal,
+            done,
+        },
+        &opts,
+        tx.clone(),
+        cancel.clone(),
+    )
+    .await;
     signals.abort();
     let exec = match exec {
         Ok(e) => e,
@@ -284,13 +335,19 @@ async fn run_plan(a: RunArgs, meta: rundir::RunMeta, plan: spec::Plan, dir: Path
         }
     };
     let mut envs = rundir::read_environments(&dir);
-    envs.extend(exec.environments.into_iter());
+    envs.extend(exec.environments);
     let results = rundir::assemble(&meta, &plan, &records, envs, exec.stopped, &meta.created_at);
     if let Err(e) = rundir::write_reports(&dir, &results) {
-        eprintln!("error: failed to write the reports: {}", engine::error_chain(e.as_ref()));
+        eprintln!(
+            "error: failed to write the reports: {}",
+            engine::error_chain(e.as_ref())
+        );
         return exit_codes::INFRA_ERROR;
     }
-    let mut code = exit_codes::for_results(&results.summary, exec.stopped == Some(engine::StopReason::Interrupted));
+    let mut code = exit_codes::for_results(
+        &results.summary,
+        exec.stopped == Some(engine::StopReason::Interrupted),
+    );
     if !exec.target_errors.is_empty() && code == exit_codes::OK {
         code = exit_codes::INFRA_ERROR;
     }
@@ -308,12 +365,20 @@ fn cmd_list(a: ListArgs) -> i32 {
     let suites = match load_suites(&a.suites) {
         Ok(s) => s,
         Err(e) => {
-            eprint_diag(e);
+            eprint_load_error(e);
             return exit_codes::INVALID_INPUT;
         }
     };
     for s in suites.values() {
-        println!("{:<20} {:<8} {} / {} ({} cases, {})", s.id, s.component, s.title, s.title_zh, s.cases.len(), s.source.name);
+        println!(
+            "{:<20} {:<8} {} / {} ({} cases, {})",
+            s.id,
+            s.component,
+            s.title,
+            s.title_zh,
+            s.cases.len(),
+            s.source.name
+        );
         if a.cases {
             for c in &s.cases {
                 let level = match c.level {
@@ -353,7 +418,7 @@ fn cmd_validate(a: ValidateArgs) -> i32 {
             s
         }
         Err(e) => {
-            eprint_diag(e);
+            eprint_load_error(e);
             failed = true;
             // Plans can still be checked against the suites that did load.
             spec::load_suites(!a.suites.no_builtin, &a.suites.suites, &[]).unwrap_or_default()
@@ -361,21 +426,29 @@ fn cmd_validate(a: ValidateArgs) -> i32 {
     };
     for f in &plan_files {
         match spec::load_plan(Some(f), &suites) {
-            Ok(p) => println!("ok: {}: plan with {} combination(s)", f.display(), p.combinations.len()),
+            Ok(p) => println!(
+                "ok: {}: plan with {} combination(s)",
+                f.display(),
+                p.combinations.len()
+            ),
             Err(e) => {
-                eprint_diag(e);
+                eprint_load_error(e);
                 failed = true;
             }
         }
     }
-    if failed { exit_codes::INVALID_INPUT } else { exit_codes::OK }
+    if failed {
+        exit_codes::INVALID_INPUT
+    } else {
+        exit_codes::OK
+    }
 }
 
 fn cmd_plan_show(a: PlanShowArgs) -> i32 {
     let plan = match load_suites(&a.suites).and_then(|s| spec::load_plan(a.file.as_deref(), &s)) {
         Ok(p) => p,
         Err(e) => {
-            eprint_diag(e);
+            eprint_load_error(e);
             return exit_codes::INVALID_INPUT;
         }
     };
@@ -400,12 +473,19 @@ fn cmd_plan_show(a: PlanShowArgs) -> i32 {
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         }
         Format::Human => {
-            println!("plan {} — {} {} ({})", plan.source.name, plan.product.name, plan.product.version, plan.product.vendor);
+            println!(
+                "plan {} — {} {} ({})",
+                plan.source.name, plan.product.name, plan.product.version, plan.product.vendor
+            );
             for c in &plan.combinations {
                 println!("  {:<40} {} case(s)", c.id, c.suite.cases.len());
             }
             let total: usize = plan.combinations.iter().map(|c| c.suite.cases.len()).sum();
-            println!("{} combination(s), {} case(s)", plan.combinations.len(), total);
+            println!(
+                "{} combination(s), {} case(s)",
+                plan.combinations.len(),
+                total
+            );
         }
     }
     exit_codes::OK
@@ -421,9 +501,15 @@ fn cmd_env(a: EnvArgs) -> i32 {
                 Format::Human => {
                     let gib = env.memory_bytes as f64 / (1u64 << 30) as f64;
                     println!("arch        {}", env.arch);
-                    println!("cpu         {} ({}), {} cores", env.cpu_model, env.cpu_vendor, env.cores);
+                    println!(
+                        "cpu         {} ({}), {} cores",
+                        env.cpu_model, env.cpu_vendor, env.cores
+                    );
                     println!("memory      {gib:.1} GiB, page size {}", env.page_size);
-                    println!("os          {} ({} {})", env.os_name, env.os_id, env.os_version);
+                    println!(
+                        "os          {} ({} {})",
+                        env.os_name, env.os_id, env.os_version
+                    );
                     println!("kernel      {}", env.kernel);
                     println!("libc        {}", env.libc);
                     println!("hostname    {}", env.hostname);
@@ -442,7 +528,11 @@ fn cmd_env(a: EnvArgs) -> i32 {
 }
 
 fn cmd_report(a: ReportArgs) -> i32 {
-    let path = if a.input.is_dir() { a.input.join("results.json") } else { a.input.clone() };
+    let path = if a.input.is_dir() {
+        a.input.join("results.json")
+    } else {
+        a.input.clone()
+    };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
@@ -460,7 +550,10 @@ fn cmd_report(a: ReportArgs) -> i32 {
     let lang = match a.lang.parse::<adaptest_reports::Lang>() {
         Ok(l) => l,
         Err(_) => {
-            eprintln!("error: --lang: unknown language `{}` (use en or zh-CN)", a.lang);
+            eprintln!(
+                "error: --lang: unknown language `{}` (use en or zh-CN)",
+                a.lang
+            );
             return exit_codes::INVALID_INPUT;
         }
     };

@@ -13,7 +13,7 @@ use crate::spec::{Combination, Plan};
 use adaptest_adapters::{ExecRequest, Target, TargetError};
 use adaptest_reports::{Environment, Status};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,21 +92,38 @@ impl Ctx {
     }
 }
 
-/// Execute every combination of `plan`, skipping cases in `done`.
+/// Where a run records what it does.
+#[derive(Debug)]
+pub struct Session {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub journal: Journal,
+    /// (combination, case) already finished in an earlier session of this run: not run again.
+    pub done: HashSet<(String, String)>,
+}
+
+/// Execute every combination of `plan`, skipping the cases the session has already finished.
 pub async fn execute(
     plan: &Plan,
-    run_id: &str,
-    run_dir: &Path,
-    journal: Journal,
-    done: HashSet<(String, String)>,
+    session: Session,
     opts: &ExecOptions,
     events: EventSender,
     cancel: CancellationToken,
 ) -> Result<ExecSummary, EngineError> {
+    let Session {
+        run_id,
+        run_dir,
+        journal,
+        done,
+    } = session;
     let mut targets = HashMap::new();
     for t in &plan.targets {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let slots = opts.jobs.or(t.slots.map(|s| s as usize)).unwrap_or(cpus).max(1);
+        let slots = opts
+            .jobs
+            .or(t.slots.map(|s| s as usize))
+            .unwrap_or(cpus)
+            .max(1);
         targets.insert(
             t.id.clone(),
             TargetSlot {
@@ -118,8 +135,8 @@ pub async fn execute(
         );
     }
     let ctx = Arc::new(Ctx {
-        run_id: run_id.to_string(),
-        run_dir: run_dir.to_path_buf(),
+        run_id,
+        run_dir,
         journal,
         events,
         cancel,
@@ -267,7 +284,17 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
         Ok(env) => env,
         Err(msg) => {
             for case in pending {
-                record(&ctx, &combo, case, Status::Error, Some(format!("target {} is unavailable: {msg}", combo.target)), 0, 0, None, None)?;
+                record(
+                    &ctx,
+                    &combo,
+                    case,
+                    Status::Error,
+                    Some(format!("target {} is unavailable: {msg}", combo.target)),
+                    0,
+                    0,
+                    None,
+                    None,
+                )?;
             }
             return Ok(());
         }
@@ -278,19 +305,44 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
         Duration::from_secs(30),
     );
     let workdir = match slot.target.exec(mk, &ctx.cancel).await {
-        Ok(o) if o.exit_code == Some(0) && !o.stdout.is_empty() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) if o.exit_code == Some(0) && !o.stdout.is_empty() => {
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
         Ok(o) if o.cancelled => return Ok(()),
         Ok(o) => {
-            let why = format!("could not create a scratch directory on the target: {}", excerpt(&o.stderr, 300).trim());
+            let why = format!(
+                "could not create a scratch directory on the target: {}",
+                excerpt(&o.stderr, 300).trim()
+            );
             for case in pending {
-                record(&ctx, &combo, case, Status::Error, Some(why.clone()), 0, 0, None, None)?;
+                record(
+                    &ctx,
+                    &combo,
+                    case,
+                    Status::Error,
+                    Some(why.clone()),
+                    0,
+                    0,
+                    None,
+                    None,
+                )?;
             }
             return Ok(());
         }
         Err(e) => {
             let why = error_chain(&e);
             for case in pending {
-                record(&ctx, &combo, case, Status::Error, Some(why.clone()), 0, 0, None, None)?;
+                record(
+                    &ctx,
+                    &combo,
+                    case,
+                    Status::Error,
+                    Some(why.clone()),
+                    0,
+                    0,
+                    None,
+                    None,
+                )?;
             }
             return Ok(());
         }
@@ -305,7 +357,17 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
             break;
         }
         if let Some(why) = unmet(&case.requires, &env, &commands, capabilities) {
-            record(&ctx, &combo, case, Status::Skipped, Some(why), 0, 0, None, None)?;
+            record(
+                &ctx,
+                &combo,
+                case,
+                Status::Skipped,
+                Some(why),
+                0,
+                0,
+                None,
+                None,
+            )?;
             continue;
         }
         let Action::Run(run) = &case.action;
@@ -325,7 +387,8 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
                 ("ADAPTEST_CASE".into(), case.id.clone()),
                 ("ADAPTEST_RUN_ID".into(), ctx.run_id.clone()),
             ];
-            req.env.extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            req.env
+                .extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let res = slot.target.exec(req, &ctx.cancel).await;
             let (status, reason, exit_code, out) = match res {
                 Err(e) => (Status::Error, Some(error_chain(&e)), None, None),
@@ -334,20 +397,42 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
                     let stdout = String::from_utf8_lossy(&o.stdout);
                     let stderr = String::from_utf8_lossy(&o.stderr);
                     let verdict = if o.timed_out {
-                        Some(format!("timed out after {}; the process tree was killed", format_duration(case.timeout)))
+                        Some(format!(
+                            "timed out after {}; the process tree was killed",
+                            format_duration(case.timeout)
+                        ))
                     } else {
                         expect::check(&run.expect, o.exit_code, &stdout, &stderr)
                     };
-                    append_attempt_log(&mut log, attempts, case.retries + 1, &run.command, &o, verdict.as_deref());
-                    let st = if verdict.is_some() { Status::Failed } else { Status::Passed };
+                    append_attempt_log(
+                        &mut log,
+                        attempts,
+                        case.retries + 1,
+                        &run.command,
+                        &o,
+                        verdict.as_deref(),
+                    );
+                    let st = if verdict.is_some() {
+                        Status::Failed
+                    } else {
+                        Status::Passed
+                    };
                     (st, verdict, o.exit_code, Some(o))
                 }
             };
-            let retry = status != Status::Passed && attempts <= case.retries && !ctx.cancel.is_cancelled();
+            let retry =
+                status != Status::Passed && attempts <= case.retries && !ctx.cancel.is_cancelled();
             if !retry {
-                let status = if status == Status::Passed && attempts > 1 { Status::Flaky } else { status };
+                let status = if status == Status::Passed && attempts > 1 {
+                    Status::Flaky
+                } else {
+                    status
+                };
                 let reason = if status == Status::Flaky {
-                    Some(format!("passed on attempt {attempts} of {}", case.retries + 1))
+                    Some(format!(
+                        "passed on attempt {attempts} of {}",
+                        case.retries + 1
+                    ))
                 } else {
                     reason
                 };
@@ -359,26 +444,51 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
         } else {
             let rel = format!("logs/{}/{}.log", combo.id, case.id);
             let path = ctx.run_dir.join(&rel);
-            let write = std::fs::create_dir_all(path.parent().expect("has parent")).and_then(|()| std::fs::write(&path, &log));
+            let write = std::fs::create_dir_all(path.parent().expect("has parent"))
+                .and_then(|()| std::fs::write(&path, &log));
             if let Err(source) = write {
                 return Err(EngineError::Write { path, source });
             }
             Some(rel)
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        record(&ctx, &combo, case, status, reason, attempts, duration_ms, exit_code, out.map(|o| (o, log_rel)))?;
+        record(
+            &ctx,
+            &combo,
+            case,
+            status,
+            reason,
+            attempts,
+            duration_ms,
+            exit_code,
+            out.map(|o| (o, log_rel)),
+        )?;
         if ctx.fail_fast && matches!(status, Status::Failed | Status::Error) {
             ctx.fail_fast_hit.store(true, Ordering::Relaxed);
         }
     }
-    let rm = ExecRequest::new(format!("rm -rf '{}'", workdir.replace('\'', "'\\''")), Duration::from_secs(60));
+    let rm = ExecRequest::new(
+        format!("rm -rf '{}'", workdir.replace('\'', "'\\''")),
+        Duration::from_secs(60),
+    );
     if let Err(e) = slot.target.exec(rm, &CancellationToken::new()).await {
-        tracing::warn!("failed to remove {workdir} on {}: {}", combo.target, error_chain(&e));
+        tracing::warn!(
+            "failed to remove {workdir} on {}: {}",
+            combo.target,
+            error_chain(&e)
+        );
     }
     Ok(())
 }
 
-fn append_attempt_log(log: &mut String, attempt: u32, of: u32, command: &str, o: &adaptest_adapters::ExecOutput, verdict: Option<&str>) {
+fn append_attempt_log(
+    log: &mut String,
+    attempt: u32,
+    of: u32,
+    command: &str,
+    o: &adaptest_adapters::ExecOutput,
+    verdict: Option<&str>,
+) {
     use std::fmt::Write as _;
     let _ = writeln!(log, "=== attempt {attempt} of {of} ===");
     let _ = writeln!(log, "$ {command}");
@@ -387,13 +497,28 @@ fn append_attempt_log(log: &mut String, attempt: u32, of: u32, command: &str, o:
         (None, Some(s)) => format!("killed by signal {s}"),
         (None, None) => "no exit status".into(),
     };
-    let _ = writeln!(log, "--- {status}, {} ms{} ---", o.duration.as_millis(), if o.timed_out { ", timed out" } else { "" });
-    let _ = writeln!(log, "--- stdout ({} bytes kept, {} dropped) ---", o.stdout.len(), o.stdout_dropped);
+    let _ = writeln!(
+        log,
+        "--- {status}, {} ms{} ---",
+        o.duration.as_millis(),
+        if o.timed_out { ", timed out" } else { "" }
+    );
+    let _ = writeln!(
+        log,
+        "--- stdout ({} bytes kept, {} dropped) ---",
+        o.stdout.len(),
+        o.stdout_dropped
+    );
     log.push_str(&String::from_utf8_lossy(&o.stdout));
     if !log.ends_with('\n') {
         log.push('\n');
     }
-    let _ = writeln!(log, "--- stderr ({} bytes kept, {} dropped) ---", o.stderr.len(), o.stderr_dropped);
+    let _ = writeln!(
+        log,
+        "--- stderr ({} bytes kept, {} dropped) ---",
+        o.stderr.len(),
+        o.stderr_dropped
+    );
     log.push_str(&String::from_utf8_lossy(&o.stderr));
     if !log.ends_with('\n') {
         log.push('\n');
@@ -401,7 +526,10 @@ fn append_attempt_log(log: &mut String, attempt: u32, of: u32, command: &str, o:
     let _ = writeln!(log, "--- verdict: {} ---", verdict.unwrap_or("passed"));
 }
 
-#[expect(clippy::too_many_arguments, reason = "one flat record builder is clearer than a struct used once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one flat record builder is clearer than a struct used once"
+)]
 fn record(
     ctx: &Ctx,
     combo: &Combination,
@@ -414,7 +542,11 @@ fn record(
     out: Option<(adaptest_adapters::ExecOutput, Option<String>)>,
 ) -> Result<(), EngineError> {
     let (stdout, stderr, log) = match out {
-        Some((o, log)) => (excerpt(&o.stdout, EXCERPT_BYTES), excerpt(&o.stderr, EXCERPT_BYTES), log),
+        Some((o, log)) => (
+            excerpt(&o.stdout, EXCERPT_BYTES),
+            excerpt(&o.stderr, EXCERPT_BYTES),
+            log,
+        ),
         None => (String::new(), String::new(), None),
     };
     let rec = CaseRecord {
@@ -448,17 +580,34 @@ fn record(
 /// Which commands that pending cases require exist on the target (one probe per target, cached).
 async fn available_commands(ctx: &Ctx, target_id: &str, cases: &[&Case]) -> HashMap<String, bool> {
     let slot = &ctx.targets[target_id];
-    let wanted: BTreeSet<&str> = cases.iter().flat_map(|c| c.requires.commands.iter().map(String::as_str)).collect();
+    let wanted: BTreeSet<&str> = cases
+        .iter()
+        .flat_map(|c| c.requires.commands.iter().map(String::as_str))
+        .collect();
     let mut cache = slot.commands.lock().await;
-    let missing: Vec<&str> = wanted.iter().copied().filter(|c| !cache.contains_key(*c)).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !cache.contains_key(*c))
+        .collect();
     if !missing.is_empty() {
         let mut script = String::from("for c in");
         for c in &missing {
             script.push_str(&format!(" '{}'", c.replace('\'', "'\\''")));
         }
         script.push_str("; do if command -v \"$c\" >/dev/null 2>&1; then echo \"$c\"; fi; done");
-        let found: HashSet<String> = match slot.target.exec(ExecRequest::new(script, Duration::from_secs(30)), &ctx.cancel).await {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect(),
+        let found: HashSet<String> = match slot
+            .target
+            .exec(
+                ExecRequest::new(script, Duration::from_secs(30)),
+                &ctx.cancel,
+            )
+            .await
+        {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect(),
             Err(e) => {
                 tracing::warn!("command probe on {target_id} failed: {}", error_chain(&e));
                 HashSet::new()
@@ -482,20 +631,54 @@ pub fn canonical_arch(a: &str) -> &str {
 }
 
 /// Why a case does not apply here, or `None` when every requirement holds.
-fn unmet(req: &Requirements, env: &Environment, commands: &HashMap<String, bool>, capabilities: &[&str]) -> Option<String> {
-    if !req.arch.is_empty() && !req.arch.iter().any(|a| canonical_arch(a) == canonical_arch(&env.arch)) {
-        return Some(format!("requires arch {} (target is {})", req.arch.join("|"), env.arch));
+fn unmet(
+    req: &Requirements,
+    env: &Environment,
+    commands: &HashMap<String, bool>,
+    capabilities: &[&str],
+) -> Option<String> {
+    if !req.arch.is_empty()
+        && !req
+            .arch
+            .iter()
+            .any(|a| canonical_arch(a) == canonical_arch(&env.arch))
+    {
+        return Some(format!(
+            "requires arch {} (target is {})",
+            req.arch.join("|"),
+            env.arch
+        ));
     }
     if !req.os.is_empty() && !req.os.iter().any(|o| o.eq_ignore_ascii_case(&env.os_id)) {
-        return Some(format!("requires OS {} (target is {})", req.os.join("|"), env.os_id));
+        return Some(format!(
+            "requires OS {} (target is {})",
+            req.os.join("|"),
+            env.os_id
+        ));
     }
-    let missing: Vec<&str> = req.commands.iter().filter(|c| !commands.get(*c).copied().unwrap_or(false)).map(String::as_str).collect();
+    let missing: Vec<&str> = req
+        .commands
+        .iter()
+        .filter(|c| !commands.get(*c).copied().unwrap_or(false))
+        .map(String::as_str)
+        .collect();
     if !missing.is_empty() {
-        return Some(format!("requires command(s) not found on the target: {}", missing.join(", ")));
+        return Some(format!(
+            "requires command(s) not found on the target: {}",
+            missing.join(", ")
+        ));
     }
-    let missing: Vec<&str> = req.capabilities.iter().filter(|c| !capabilities.contains(&c.as_str())).map(String::as_str).collect();
+    let missing: Vec<&str> = req
+        .capabilities
+        .iter()
+        .filter(|c| !capabilities.contains(&c.as_str()))
+        .map(String::as_str)
+        .collect();
     if !missing.is_empty() {
-        return Some(format!("requires capability {} that the component lacks", missing.join(", ")));
+        return Some(format!(
+            "requires capability {} that the component lacks",
+            missing.join(", ")
+        ));
     }
     None
 }

@@ -65,23 +65,47 @@ pub async fn report(mut rx: mpsc::UnboundedReceiver<Event>, format: Format) {
     let mut out = std::io::stdout();
     while let Some(ev) = rx.recv().await {
         if format == Format::Json {
-            let _ = writeln!(out, "{}", serde_json::to_string(&ev).expect("events serialize"));
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&ev).expect("events serialize")
+            );
             let _ = out.flush();
             continue;
         }
         let line = human_line(&ev);
         match (&ev, bars) {
-            (Event::RunStarted { cases, already_done, .. }, true) => {
-                let b = ProgressBar::with_draw_target(Some(*cases as u64), ProgressDrawTarget::stderr());
+            (
+                Event::RunStarted {
+                    cases,
+                    already_done,
+                    ..
+                },
+                true,
+            ) => {
+                let b = ProgressBar::with_draw_target(
+                    Some(*cases as u64),
+                    ProgressDrawTarget::stderr(),
+                );
                 b.set_style(
-                    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
-                        .expect("valid template"),
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
+                    )
+                    .expect("valid template"),
                 );
                 b.set_position(*already_done as u64);
                 b.println(line.unwrap_or_default());
                 bar = Some(b);
             }
-            (Event::CaseFinished { combination, case, status, .. }, true) => {
+            (
+                Event::CaseFinished {
+                    combination,
+                    case,
+                    status,
+                    ..
+                },
+                true,
+            ) => {
                 if let Some(b) = &bar {
                     b.inc(1);
                     b.set_message(format!("{combination} {case}"));
@@ -129,14 +153,34 @@ fn status_word(s: Status) -> &'static str {
 /// The plain-text line for an event (`None`: nothing to print).
 pub fn human_line(ev: &Event) -> Option<String> {
     Some(match ev {
-        Event::RunStarted { run_id, run_dir, combinations, cases, already_done, resumed } => {
+        Event::RunStarted {
+            run_id,
+            run_dir,
+            combinations,
+            cases,
+            already_done,
+            resumed,
+        } => {
             let verb = if *resumed { "resuming" } else { "starting" };
-            format!("{verb} run {run_id}: {combinations} combination(s), {cases} case(s), {already_done} already done → {run_dir}")
+            format!(
+                "{verb} run {run_id}: {combinations} combination(s), {cases} case(s), {already_done} already done → {run_dir}"
+            )
         }
         Event::TargetReady { target, arch, os } => format!("target {target}: {arch}, {os}"),
         Event::TargetFailed { target, error } => format!("target {target} failed: {error}"),
-        Event::CaseFinished { combination, case, status, duration_ms, attempts, reason, .. } => {
-            let mut l = format!("{:<6} {combination} {case} ({duration_ms} ms", status_word(*status));
+        Event::CaseFinished {
+            combination,
+            case,
+            status,
+            duration_ms,
+            attempts,
+            reason,
+            ..
+        } => {
+            let mut l = format!(
+                "{:<6} {combination} {case} ({duration_ms} ms",
+                status_word(*status)
+            );
             if *attempts > 1 {
                 l.push_str(&format!(", {attempts} attempts"));
             }
@@ -147,8 +191,14 @@ pub fn human_line(ev: &Event) -> Option<String> {
             }
             l
         }
-        Event::Interrupted { reason } => format!("interrupted: {reason}; finished cases are kept, resume with --resume"),
-        Event::RunFinished { run_dir, summary: s, exit_code } => format!(
+        Event::Interrupted { reason } => {
+            format!("interrupted: {reason}; finished cases are kept, resume with --resume")
+        }
+        Event::RunFinished {
+            run_dir,
+            summary: s,
+            exit_code,
+        } => format!(
             "{} case(s): {} passed, {} failed, {} flaky, {} error, {} skipped, {} not run; exit code {exit_code}\nresults: {run_dir}",
             s.total, s.passed, s.failed, s.flaky, s.error, s.skipped, s.not_run
         ),

@@ -3,20 +3,35 @@
 use crate::spec::suite::{Expectations, Stream};
 
 /// The first unmet expectation, as a one-line reason; `None` when all are met.
-pub fn check(expect: &Expectations, exit_code: Option<i32>, stdout: &str, stderr: &str) -> Option<String> {
+pub fn check(
+    expect: &Expectations,
+    exit_code: Option<i32>,
+    stdout: &str,
+    stderr: &str,
+) -> Option<String> {
     match exit_code {
         Some(c) if c == expect.exit => {}
         Some(c) => return Some(format!("exit code {c}, expected {}", expect.exit)),
-        None => return Some(format!("killed by a signal, expected exit code {}", expect.exit)),
+        None => {
+            return Some(format!(
+                "killed by a signal, expected exit code {}",
+                expect.exit
+            ));
+        }
     }
-    check_stream("stdout", &expect.stdout, stdout).or_else(|| check_stream("stderr", &expect.stderr, stderr))
+    check_stream("stdout", &expect.stdout, stdout)
+        .or_else(|| check_stream("stderr", &expect.stderr, stderr))
 }
 
 fn check_stream(name: &str, s: &Stream, text: &str) -> Option<String> {
     if let Some(want) = &s.equals {
         let got = text.trim_end();
         if got != want.trim_end() {
-            return Some(format!("{name} is {}, expected {}", quote(got), quote(want.trim_end())));
+            return Some(format!(
+                "{name} is {}, expected {}",
+                quote(got),
+                quote(want.trim_end())
+            ));
         }
     }
     for needle in &s.contains {
@@ -61,7 +76,10 @@ mod tests {
 
     #[test]
     fn exit_code_mismatch_is_named() {
-        assert_eq!(check(&exp(), Some(1), "", "").as_deref(), Some("exit code 1, expected 0"));
+        assert_eq!(
+            check(&exp(), Some(1), "", "").as_deref(),
+            Some("exit code 1, expected 0")
+        );
         assert!(check(&exp(), None, "", "").unwrap().contains("signal"));
         assert_eq!(check(&exp(), Some(0), "", ""), None);
     }
@@ -73,11 +91,23 @@ mod tests {
         assert_eq!(check(&e, Some(0), "中文\n", ""), None);
         assert!(check(&e, Some(0), "中", "").is_some());
         e.stdout.equals = None;
-        e.stdout.regex = Some(regex::RegexBuilder::new("^x86_64$").multi_line(true).build().unwrap());
+        e.stdout.regex = Some(
+            regex::RegexBuilder::new("^x86_64$")
+                .multi_line(true)
+                .build()
+                .unwrap(),
+        );
         assert_eq!(check(&e, Some(0), "x86_64\n", ""), None);
-        assert!(check(&e, Some(0), "aarch64\n", "").unwrap().contains("does not match"));
+        assert!(
+            check(&e, Some(0), "aarch64\n", "")
+                .unwrap()
+                .contains("does not match")
+        );
         e.stdout.regex = None;
         e.stderr.not_contains = vec!["error".into()];
-        assert_eq!(check(&e, Some(0), "", "error: x").as_deref(), Some("stderr contains \"error\""));
+        assert_eq!(
+            check(&e, Some(0), "", "error: x").as_deref(),
+            Some("stderr contains \"error\"")
+        );
     }
 }

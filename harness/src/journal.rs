@@ -150,10 +150,12 @@ pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
         let mut r = BufReader::new(file);
         loop {
             let mut line = Vec::new();
-            let n = r.read_until(b'\n', &mut line).map_err(|source| JournalError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let n = r
+                .read_until(b'\n', &mut line)
+                .map_err(|source| JournalError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }

@@ -15,7 +15,8 @@ use crate::engine::StopReason;
 use crate::journal::{self, CaseRecord};
 use crate::spec::{self, Plan, Source};
 use adaptest_reports::{
-    CaseResult, CombinationResult, Completion, Environment, HarnessInfo, RunInfo, RunResults, SCHEMA_VERSION, Status,
+    CaseResult, CombinationResult, Completion, Environment, HarnessInfo, RunInfo, RunResults,
+    SCHEMA_VERSION, Status,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -82,7 +83,8 @@ pub fn create(base: &Path, run_id: &str, plan: &Plan) -> Result<PathBuf, RunDirE
     for c in &plan.combinations {
         if written.insert(c.suite.id.clone()) {
             write(
-                &dir.join("inputs/suites").join(format!("{}.toml", c.suite.id)),
+                &dir.join("inputs/suites")
+                    .join(format!("{}.toml", c.suite.id)),
                 c.suite.source.text.as_bytes(),
             )?;
         }
@@ -93,7 +95,12 @@ pub fn create(base: &Path, run_id: &str, plan: &Plan) -> Result<PathBuf, RunDirE
         plan: plan.source.name.clone(),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    write(&dir.join("run.json"), serde_json::to_string_pretty(&meta).expect("meta serializes").as_bytes())?;
+    write(
+        &dir.join("run.json"),
+        serde_json::to_string_pretty(&meta)
+            .expect("meta serializes")
+            .as_bytes(),
+    )?;
     Ok(dir)
 }
 
@@ -222,11 +229,15 @@ pub fn assemble(
     for (id, env) in environments.iter_mut() {
         // The OS component's version is the OS itself.
         if plan.target(id).is_some() && !env.os_name.is_empty() {
-            env.components.entry("os".into()).or_insert_with(|| env.os_name.clone());
+            env.components
+                .entry("os".into())
+                .or_insert_with(|| env.os_name.clone());
         }
         for c in &plan.components {
             if let Some(v) = &c.version {
-                env.components.entry(c.id.clone()).or_insert_with(|| v.clone());
+                env.components
+                    .entry(c.id.clone())
+                    .or_insert_with(|| v.clone());
             }
         }
     }
@@ -258,14 +269,30 @@ pub fn assemble(
 }
 
 /// Write results.json, junit.xml and report.html into the run directory.
-pub fn write_reports(dir: &Path, results: &RunResults) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    write(&dir.join("results.json"), adaptest_reports::to_json(results)?.as_bytes())?;
-    write(&dir.join("junit.xml"), adaptest_reports::to_junit(results)?.as_bytes())?;
-    write(&dir.join("report.html"), adaptest_reports::to_html(results, adaptest_reports::Lang::En)?.as_bytes())?;
+pub fn write_reports(
+    dir: &Path,
+    results: &RunResults,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    write(
+        &dir.join("results.json"),
+        adaptest_reports::to_json(results)?.as_bytes(),
+    )?;
+    write(
+        &dir.join("junit.xml"),
+        adaptest_reports::to_junit(results)?.as_bytes(),
+    )?;
+    write(
+        &dir.join("report.html"),
+        adaptest_reports::to_html(results, adaptest_reports::Lang::En)?.as_bytes(),
+    )?;
     Ok(())
 }
 
 /// Records of a run directory's journal, latest per case.
-pub fn journal_records(dir: &Path) -> Result<HashMap<(String, String), CaseRecord>, journal::JournalError> {
-    Ok(journal::latest_cases(&journal::read(&dir.join("journal.jsonl"))?))
+pub fn journal_records(
+    dir: &Path,
+) -> Result<HashMap<(String, String), CaseRecord>, journal::JournalError> {
+    Ok(journal::latest_cases(&journal::read(
+        &dir.join("journal.jsonl"),
+    )?))
 }

@@ -8,7 +8,15 @@ fn default_run_passes_os_basic_on_this_machine() {
     let r = sb.run(&["run"]);
     r.expect_code(0);
     let dir = sb.run_dir();
-    for f in ["results.json", "junit.xml", "report.html", "journal.jsonl", "run.json", "env/local.json", "inputs/plan.toml"] {
+    for f in [
+        "results.json",
+        "junit.xml",
+        "report.html",
+        "journal.jsonl",
+        "run.json",
+        "env/local.json",
+        "inputs/plan.toml",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
     }
     let res = results(&dir);
@@ -27,8 +35,14 @@ fn default_run_passes_os_basic_on_this_machine() {
         }
     }
     let env = &res["environments"]["local"];
-    let uname = std::process::Command::new("uname").arg("-m").output().unwrap();
-    assert_eq!(env["arch"].as_str().unwrap(), String::from_utf8_lossy(&uname.stdout).trim());
+    let uname = std::process::Command::new("uname")
+        .arg("-m")
+        .output()
+        .unwrap();
+    assert_eq!(
+        env["arch"].as_str().unwrap(),
+        String::from_utf8_lossy(&uname.stdout).trim()
+    );
     assert_eq!(env["os_id"], "debian");
     assert!(env["libc"].as_str().unwrap().starts_with("glibc"), "{env}");
 }

@@ -16,17 +16,33 @@ fn case_records(journal: &str) -> Vec<serde_json::Value> {
 #[test]
 fn sigkill_midway_then_resume_records_every_case_exactly_once() {
     let sb = Sandbox::new();
-    let mut suite = String::from("[suite]\nid = \"t.forty\"\ntitle = \"forty\"\ncomponent = \"os\"\n");
+    let mut suite =
+        String::from("[suite]\nid = \"t.forty\"\ntitle = \"forty\"\ncomponent = \"os\"\n");
     for i in 0..40 {
         // Every 7th case fails, so outcomes differ and can be compared.
-        let run = if i % 7 == 3 { "sleep 0.1; exit 1" } else { "sleep 0.1; echo ok" };
-        suite.push_str(&format!("\n[[case]]\nid = \"c{i:02}\"\ntitle = \"case {i}\"\nrun = \"{run}\"\n"));
+        let run = if i % 7 == 3 {
+            "sleep 0.1; exit 1"
+        } else {
+            "sleep 0.1; echo ok"
+        };
+        suite.push_str(&format!(
+            "\n[[case]]\nid = \"c{i:02}\"\ntitle = \"case {i}\"\nrun = \"{run}\"\n"
+        ));
     }
     sb.write("suites/t.toml", &suite);
     sb.write("plan.toml", &local_plan(&["t.forty"]));
 
     let mut child = sb
-        .cmd(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin", "--format", "json"])
+        .cmd(&[
+            "run",
+            "--plan",
+            "plan.toml",
+            "--suites",
+            "suites",
+            "--no-builtin",
+            "--format",
+            "json",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -34,14 +50,14 @@ fn sigkill_midway_then_resume_records_every_case_exactly_once() {
     // Wait until some, but not all, cases are in the journal, then SIGKILL the harness.
     let deadline = Instant::now() + Duration::from_secs(60);
     let journal_path = loop {
-        if let Ok(rd) = std::fs::read_dir(sb.path().join("adaptest-runs")) {
-            if let Some(d) = rd.flatten().next() {
-                let j = d.path().join("journal.jsonl");
-                if let Ok(text) = std::fs::read_to_string(&j)
-                    && case_records(&text).len() >= 12
-                {
-                    break j;
-                }
+        let dir = std::fs::read_dir(sb.path().join("adaptest-runs"))
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(Result::ok);
+        if let Some(d) = dir {
+            let j = d.path().join("journal.jsonl");
+            if std::fs::read_to_string(&j).is_ok_and(|t| case_records(&t).len() >= 12) {
+                break j;
             }
         }
         assert!(Instant::now() < deadline, "the run never reached 12 cases");
@@ -52,19 +68,31 @@ fn sigkill_midway_then_resume_records_every_case_exactly_once() {
     let before = case_records(&std::fs::read_to_string(&journal_path).unwrap());
     assert!(before.len() < 40, "the run finished before it was killed");
     let run_dir = sb.run_dir();
-    assert!(!run_dir.join("results.json").exists(), "a killed run writes no results");
+    assert!(
+        !run_dir.join("results.json").exists(),
+        "a killed run writes no results"
+    );
 
     let r = sb.run(&["run", "--resume", run_dir.to_str().unwrap()]);
     r.expect_code(1);
-    assert!(r.stdout.contains(&format!("{} already done", before.len())), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("{} already done", before.len())),
+        "{}",
+        r.stdout
+    );
 
     let after = case_records(&std::fs::read_to_string(&journal_path).unwrap());
     let mut count: HashMap<String, usize> = HashMap::new();
     for rec in &after {
-        *count.entry(rec["case"].as_str().unwrap().to_string()).or_default() += 1;
+        *count
+            .entry(rec["case"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     assert_eq!(count.len(), 40, "every case recorded");
-    assert!(count.values().all(|&n| n == 1), "a case was recorded twice: {count:?}");
+    assert!(
+        count.values().all(|&n| n == 1),
+        "a case was recorded twice: {count:?}"
+    );
     // Earlier outcomes are unchanged: the first records are byte-for-byte the same.
     assert_eq!(&after[..before.len()], &before[..]);
     let res = results(&run_dir);
@@ -85,7 +113,15 @@ fn resume_of_a_finished_run_runs_nothing_again() {
         "[suite]\nid = \"t.one\"\ntitle = \"one\"\ncomponent = \"os\"\n\n[[case]]\nid = \"a\"\ntitle = \"a\"\nrun = \"echo ran\"\n",
     );
     sb.write("plan.toml", &local_plan(&["t.one"]));
-    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin"]).expect_code(0);
+    sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ])
+    .expect_code(0);
     let dir = sb.run_dir();
     let j1 = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
     let r = sb.run(&["run", "--resume", dir.to_str().unwrap()]);
@@ -99,5 +135,9 @@ fn resume_of_something_that_is_not_a_run_is_refused() {
     let sb = Sandbox::new();
     let r = sb.run(&["run", "--resume", sb.path().to_str().unwrap()]);
     r.expect_code(2);
-    assert!(r.stderr.contains("not an adaptest run directory"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not an adaptest run directory"),
+        "{}",
+        r.stderr
+    );
 }

@@ -2,7 +2,10 @@
 //!
 //! One test binary (fast to link); helpers in `util`; one module per user story.
 
-#![expect(unreachable_pub, reason = "helpers are shared across test modules of one binary")]
+#![expect(
+    unreachable_pub,
+    reason = "helpers are shared across test modules of one binary"
+)]
 
 mod util;
 

@@ -153,21 +153,39 @@ fn every_malformed_input_names_file_line_and_field() {
             sb.run(&["validate", path.to_str().unwrap()])
         };
         assert_eq!(r.code, 2, "{what}: exit code\n{}", r.stderr);
-        assert!(!r.stderr.contains("panicked"), "{what}: panic\n{}", r.stderr);
+        assert!(
+            !r.stderr.contains("panicked"),
+            "{what}: panic\n{}",
+            r.stderr
+        );
         let loc = format!("{}:{line}:", path.display());
-        assert!(r.stderr.contains(&loc), "{what}: expected `{loc}` in\n{}", r.stderr);
-        assert!(r.stderr.contains(field), "{what}: expected field `{field}` in\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(&loc),
+            "{what}: expected `{loc}` in\n{}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains(field),
+            "{what}: expected field `{field}` in\n{}",
+            r.stderr
+        );
     }
 }
 
 #[test]
 fn run_with_a_malformed_plan_exits_2_and_creates_no_run() {
     let sb = Sandbox::new();
-    sb.write("plan.toml", "[[target]]\nid = \"local\"\nkind = \"local\"\nslots = \"many\"\n");
+    sb.write(
+        "plan.toml",
+        "[[target]]\nid = \"local\"\nkind = \"local\"\nslots = \"many\"\n",
+    );
     let r = sb.run(&["run", "--plan", "plan.toml"]);
     r.expect_code(2);
     assert!(r.stderr.contains("plan.toml:4:"), "{}", r.stderr);
-    assert!(!sb.path().join("adaptest-runs").exists(), "a refused plan must not create a run directory");
+    assert!(
+        !sb.path().join("adaptest-runs").exists(),
+        "a refused plan must not create a run directory"
+    );
 }
 
 #[test]
@@ -178,5 +196,9 @@ fn valid_files_validate_cleanly() {
     let r = sb.run(&["validate", s.to_str().unwrap(), p.to_str().unwrap()]);
     r.expect_code(0);
     assert!(r.stdout.contains("suite t.good (1 cases)"), "{}", r.stdout);
-    assert!(r.stdout.contains("plan with 2 combination(s)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("plan with 2 combination(s)"),
+        "{}",
+        r.stdout
+    );
 }

@@ -36,7 +36,8 @@ fn run_report_suite() -> Sandbox {
     let sb = Sandbox::new();
     sb.write("suites/t.toml", SUITE);
     sb.write("plan.toml", &local_plan(&["t.report", "os.basic"]));
-    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]).expect_code(1);
+    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"])
+        .expect_code(1);
     sb
 }
 
@@ -45,7 +46,8 @@ fn junit_reads_back_with_quick_junit_and_junitparser() {
     let sb = run_report_suite();
     let dir = sb.run_dir();
     let xml = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
-    let report = quick_junit::Report::deserialize_from_str(&xml).expect("quick-junit parses our junit.xml");
+    let report =
+        quick_junit::Report::deserialize_from_str(&xml).expect("quick-junit parses our junit.xml");
     let suite = report
         .test_suites
         .iter()
@@ -62,13 +64,21 @@ fn junit_reads_back_with_quick_junit_and_junitparser() {
             .map(|p| p.value.to_string())
             .unwrap_or_else(|| panic!("property {name} missing"))
     };
-    let uname = std::process::Command::new("uname").arg("-m").output().unwrap();
+    let uname = std::process::Command::new("uname")
+        .arg("-m")
+        .output()
+        .unwrap();
     assert_eq!(prop("arch"), String::from_utf8_lossy(&uname.stdout).trim());
     assert_eq!(prop("target"), "local");
     assert_eq!(prop("os_id"), "debian");
     assert_eq!(prop("suite_version"), "2.1.0");
     assert!(!prop("kernel").is_empty());
-    assert!(report.test_suites.iter().any(|s| s.name.as_str() == "local/os/os.basic"));
+    assert!(
+        report
+            .test_suites
+            .iter()
+            .any(|s| s.name.as_str() == "local/os/os.basic")
+    );
 
     // An independent consumer: Python's junitparser (installed by scripts/test.sh).
     let script = r#"
@@ -90,8 +100,15 @@ for s in xml:
         .arg(dir.join("junit.xml"))
         .output()
         .expect("python3");
-    assert!(out.status.success(), "junitparser failed (install it: pip install junitparser): {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4 1 1 bad skip local os");
+    assert!(
+        out.status.success(),
+        "junitparser failed (install it: pip install junitparser): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4 1 1 bad skip local os"
+    );
 }
 
 #[test]
@@ -102,14 +119,25 @@ fn report_rerenders_a_run_in_every_format() {
     let json = sb.run(&["report", d, "--format", "json"]);
     json.expect_code(0);
     let again: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    let orig: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let orig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(again, orig);
     let html = sb.run(&["report", d, "--format", "html", "--lang", "zh-CN"]);
     html.expect_code(0);
-    assert!(html.stdout.contains("&lt;oops&gt;"), "output is escaped in HTML");
+    assert!(
+        html.stdout.contains("&lt;oops&gt;"),
+        "output is escaped in HTML"
+    );
     assert!(!html.stdout.contains("<oops>"));
     assert!(html.stdout.contains("报告"));
-    let junit = sb.run(&["report", &format!("{d}/results.json"), "--format", "junit", "-o", "out.xml"]);
+    let junit = sb.run(&[
+        "report",
+        &format!("{d}/results.json"),
+        "--format",
+        "junit",
+        "-o",
+        "out.xml",
+    ]);
     junit.expect_code(0);
     let xml = std::fs::read_to_string(sb.path().join("out.xml")).unwrap();
     assert_eq!(xml, std::fs::read_to_string(dir.join("junit.xml")).unwrap());
@@ -123,12 +151,28 @@ fn json_event_stream_is_one_object_per_line() {
     let sb = Sandbox::new();
     sb.write("suites/t.toml", SUITE);
     sb.write("plan.toml", &local_plan(&["t.report"]));
-    let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin", "--format", "json"]);
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+        "--format",
+        "json",
+    ]);
     r.expect_code(1);
-    let events: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON object per line")).collect();
+    let events: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
     assert_eq!(events.last().unwrap()["exit_code"], 1);
-    let finished = events.iter().filter(|e| e["event"] == "case_finished").count();
+    let finished = events
+        .iter()
+        .filter(|e| e["event"] == "case_finished")
+        .count();
     assert_eq!(finished, 4);
 }

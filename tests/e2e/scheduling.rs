@@ -33,13 +33,29 @@ sleep 303
     );
     sb.write("plan.toml", &local_plan(&["t.orphans"]));
     let started = std::time::Instant::now();
-    let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin"]);
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
     r.expect_code(1);
-    assert!(started.elapsed().as_secs() < 30, "the timeout did not stop the case");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the timeout did not stop the case"
+    );
     let res = results(&sb.run_dir());
     let case = &res["combinations"][0]["cases"][0];
     assert_eq!(case["status"], "failed");
-    assert!(case["reason"].as_str().unwrap().contains("timed out after 1.0s"), "{case}");
+    assert!(
+        case["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1.0s"),
+        "{case}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     for f in ["bg", "nested", "setsid"] {
         let text = std::fs::read_to_string(pids.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -103,10 +119,20 @@ expect = {{ stdout = "hello local 输入" }}
         ),
     );
     sb.write("plan.toml", &local_plan(&["t.mixed"]));
-    let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin"]);
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
     r.expect_code(1);
     let res = results(&sb.run_dir());
-    let got: Vec<(String, String)> = case_statuses(&res).into_iter().map(|(_, c, s)| (c, s)).collect();
+    let got: Vec<(String, String)> = case_statuses(&res)
+        .into_iter()
+        .map(|(_, c, s)| (c, s))
+        .collect();
     let want = [
         ("flaky", "flaky"),
         ("wrong-output", "failed"),
@@ -115,15 +141,29 @@ expect = {{ stdout = "hello local 输入" }}
         ("needs-other-arch", "skipped"),
         ("env-and-workdir", "passed"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     assert_eq!(got, want);
     let cases = &res["combinations"][0]["cases"];
     assert_eq!(cases[0]["attempts"], 2);
-    assert!(cases[1]["reason"].as_str().unwrap().contains("does not contain \"再见\""));
-    assert!(cases[3]["reason"].as_str().unwrap().contains("adaptest-no-such-command"));
+    assert!(
+        cases[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not contain \"再见\"")
+    );
+    assert!(
+        cases[3]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("adaptest-no-such-command")
+    );
     assert_eq!(res["summary"]["mandatory_failed"], 1);
     // The full output of a failed case is in its log.
-    let log = std::fs::read_to_string(sb.run_dir().join(cases[1]["log"].as_str().unwrap())).unwrap();
+    let log =
+        std::fs::read_to_string(sb.run_dir().join(cases[1]["log"].as_str().unwrap())).unwrap();
     assert!(log.contains("你好"), "{log}");
 }
 
@@ -135,7 +175,15 @@ fn only_optional_failures_exit_0() {
         "[suite]\nid = \"t.opt\"\ntitle = \"o\"\ncomponent = \"os\"\n\n[[case]]\nid = \"a\"\ntitle = \"a\"\nlevel = \"optional\"\nrun = \"exit 1\"\n\n[[case]]\nid = \"b\"\ntitle = \"b\"\nrun = \"true\"\n",
     );
     sb.write("plan.toml", &local_plan(&["t.opt"]));
-    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin"]).expect_code(0);
+    sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ])
+    .expect_code(0);
 }
 
 #[test]
@@ -144,11 +192,21 @@ fn fail_fast_stops_scheduling_and_marks_the_rest_not_run() {
     let mut suite = String::from("[suite]\nid = \"t.ff\"\ntitle = \"ff\"\ncomponent = \"os\"\n");
     suite.push_str("\n[[case]]\nid = \"c0\"\ntitle = \"fails\"\nrun = \"exit 1\"\n");
     for i in 1..10 {
-        suite.push_str(&format!("\n[[case]]\nid = \"c{i}\"\ntitle = \"c\"\nrun = \"true\"\n"));
+        suite.push_str(&format!(
+            "\n[[case]]\nid = \"c{i}\"\ntitle = \"c\"\nrun = \"true\"\n"
+        ));
     }
     sb.write("suites/t.toml", &suite);
     sb.write("plan.toml", &local_plan(&["t.ff"]));
-    let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin", "--fail-fast"]);
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+        "--fail-fast",
+    ]);
     r.expect_code(1);
     let res = results(&sb.run_dir());
     assert_eq!(res["run"]["completion"], "fail_fast");
@@ -167,15 +225,38 @@ fn combinations_run_in_parallel_within_target_slots() {
     }
     sb.write("plan.toml", &local_plan(&["t.sleep*"]));
     let t = std::time::Instant::now();
-    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin", "--jobs", "4"]).expect_code(0);
+    sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+        "--jobs",
+        "4",
+    ])
+    .expect_code(0);
     let parallel = t.elapsed();
     std::fs::remove_dir_all(sb.path().join("adaptest-runs")).unwrap();
     let t = std::time::Instant::now();
-    sb.run(&["run", "--plan", "plan.toml", "--suites", "suites", "--no-builtin", "--jobs", "1"]).expect_code(0);
+    sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+        "--jobs",
+        "1",
+    ])
+    .expect_code(0);
     let serial = t.elapsed();
     // Four 1 s naps: about 1 s with 4 slots, at least 4 s with 1 slot.
     assert!(serial.as_secs_f64() >= 4.0, "serial run took {serial:?}");
-    assert!(parallel.as_secs_f64() < 3.0, "parallel run took {parallel:?}");
+    assert!(
+        parallel.as_secs_f64() < 3.0,
+        "parallel run took {parallel:?}"
+    );
 }
 
 #[test]
@@ -191,11 +272,43 @@ fn plan_show_is_deterministic_and_honours_exclude() {
         "plan.toml",
         "[[target]]\nid = \"h1\"\nkind = \"local\"\n\n[[target]]\nid = \"h2\"\nkind = \"local\"\n\n[[matrix]]\ntargets = [\"h2\", \"h1\"]\ncomponents = [\"os\"]\nsuites = [\"*\"]\nexclude = [{ target = \"h1\", suite = \"c.*\" }]\n",
     );
-    let a = sb.run(&["plan", "show", "plan.toml", "--suites", "suites", "--no-builtin", "--format", "json"]);
+    let a = sb.run(&[
+        "plan",
+        "show",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+        "--format",
+        "json",
+    ]);
     a.expect_code(0);
-    let b = sb.run(&["plan", "show", "plan.toml", "--suites", "suites", "--no-builtin", "--format", "json"]);
+    let b = sb.run(&[
+        "plan",
+        "show",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+        "--format",
+        "json",
+    ]);
     assert_eq!(a.stdout, b.stdout);
     let doc: serde_json::Value = serde_json::from_str(&a.stdout).unwrap();
-    let ids: Vec<&str> = doc["combinations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["h2/os/a.one", "h2/os/b.two", "h2/os/c.three", "h1/os/a.one", "h1/os/b.two"]);
+    let ids: Vec<&str> = doc["combinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "h2/os/a.one",
+            "h2/os/b.two",
+            "h2/os/c.three",
+            "h1/os/a.one",
+            "h1/os/b.two"
+        ]
+    );
 }

@@ -27,7 +27,11 @@ impl Run {
 
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "exit code\n--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -39,7 +43,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -112,7 +118,9 @@ pub fn local_plan(suites: &[&str]) -> String {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit_once(") ").map(|(_, r)| r.chars().next().unwrap_or('?'));
+            let state = s
+                .rsplit_once(") ")
+                .map(|(_, r)| r.chars().next().unwrap_or('?'));
             !matches!(state, Some('Z') | Some('X'))
         }
         Err(_) => false,

@@ -38,7 +38,7 @@ impl LocalTarget {
     fn spawn_error(&self, command: &str, source: std::io::Error) -> TargetError {
         TargetError::Spawn {
             target: self.id.clone(),
-            command: command.to_owned(),
+            command: super::short_command(command),
             source,
         }
     }

@@ -57,6 +57,16 @@ pub struct ExecOutput {
     pub duration: Duration,
 }
 
+/// The first line of a command, cut to 80 characters, for messages (scripts can be long).
+pub fn short_command(command: &str) -> String {
+    let first = command.trim_start().lines().next().unwrap_or("");
+    let mut s: String = first.chars().take(80).collect();
+    if s.len() < command.trim().len() {
+        s.push('…');
+    }
+    s
+}
+
 /// A failure of the target itself (not of the command run on it).
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {

@@ -43,7 +43,10 @@ impl Source {
             message: message.into(),
             help: None,
             src: NamedSource::new(self.name.clone(), self.text.to_string()),
-            span: SourceSpan::new(start.into(), len.min(self.text.len().saturating_sub(start).max(1))),
+            span: SourceSpan::new(
+                start.into(),
+                len.min(self.text.len().saturating_sub(start).max(1)),
+            ),
         }
     }
 }

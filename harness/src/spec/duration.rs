@@ -12,15 +12,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration `{t}` (write e.g. `30s`, `500ms`, `5m`)"));
+            return Err(format!(
+                "invalid duration `{t}` (write e.g. `30s`, `500ms`, `5m`)"
+            ));
         }
         let n: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("invalid duration `{t}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let d = match unit {

@@ -98,7 +98,11 @@ pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
 /// Load the built-in suites (optionally) and every suite file under `dirs`, plus `files`.
 /// A user suite with the id of a built-in one replaces it; two user suites with one id are an
 /// error naming both files. All problems of all files are reported together.
-pub fn load_suites(builtin: bool, dirs: &[PathBuf], files: &[PathBuf]) -> Result<SuiteSet, LoadError> {
+pub fn load_suites(
+    builtin: bool,
+    dirs: &[PathBuf],
+    files: &[PathBuf],
+) -> Result<SuiteSet, LoadError> {
     let mut sources = Vec::new();
     let mut user = Vec::new();
     if builtin {
@@ -137,7 +141,11 @@ pub fn load_suites(builtin: bool, dirs: &[PathBuf], files: &[PathBuf]) -> Result
                     }
                     from_user.insert(s.id.clone(), s.source.name.clone());
                     if set.contains_key(&s.id) {
-                        tracing::info!("suite `{}` from {} replaces the built-in one", s.id, s.source.name);
+                        tracing::info!(
+                            "suite `{}` from {} replaces the built-in one",
+                            s.id,
+                            s.source.name
+                        );
                     }
                 }
                 set.insert(s.id.clone(), Arc::new(s));

@@ -1,8 +1,8 @@
 //! Plan files: product, targets, components and the matrix; expansion into combinations.
 
 use super::diag::{Source, SpecError, SpecErrors, from_toml_error};
-use super::suite::Suite;
 use super::glob::glob_match;
+use super::suite::Suite;
 use adaptest_reports::Product;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -79,9 +79,17 @@ struct Selector {
 
 impl Selector {
     fn matches(&self, c: &Combination) -> bool {
-        self.target.as_deref().is_none_or(|p| glob_match(p, &c.target))
-            && self.component.as_deref().is_none_or(|p| glob_match(p, &c.component))
-            && self.suite.as_deref().is_none_or(|p| glob_match(p, &c.suite.id))
+        self.target
+            .as_deref()
+            .is_none_or(|p| glob_match(p, &c.target))
+            && self
+                .component
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &c.component))
+            && self
+                .suite
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &c.suite.id))
     }
 }
 
@@ -155,7 +163,10 @@ fn check_id(source: &Source, id: &Spanned<String>, field: &str, errors: &mut Vec
 }
 
 /// Parse, validate and expand a plan against the available suites.
-pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Result<Plan, SpecErrors> {
+pub fn parse_plan(
+    source: Source,
+    suites: &BTreeMap<String, Arc<Suite>>,
+) -> Result<Plan, SpecErrors> {
     let file: PlanFile = toml::from_str(&source.text).map_err(|e| from_toml_error(&source, &e))?;
     let mut errors = Vec::new();
 
@@ -174,7 +185,11 @@ pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Resu
         if !adaptest_adapters::target::KNOWN_TARGET_KINDS.contains(&kind.as_str()) {
             errors.push(
                 source
-                    .error(t.kind.span(), &format!("target[{i}].kind"), format!("unknown or unsupported target kind `{kind}`"))
+                    .error(
+                        t.kind.span(),
+                        &format!("target[{i}].kind"),
+                        format!("unknown or unsupported target kind `{kind}`"),
+                    )
                     .with_help(format!(
                         "this build supports: {}",
                         adaptest_adapters::target::KNOWN_TARGET_KINDS.join(", ")
@@ -184,7 +199,11 @@ pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Resu
         if let Some(s) = &t.slots
             && *s.get_ref() == 0
         {
-            errors.push(source.error(s.span(), &format!("target[{i}].slots"), "slots must be at least 1"));
+            errors.push(source.error(
+                s.span(),
+                &format!("target[{i}].slots"),
+                "slots must be at least 1",
+            ));
         }
         targets.push(TargetSpec {
             id: t.id.get_ref().clone(),
@@ -209,7 +228,11 @@ pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Resu
         if adaptest_adapters::component::component_kind(kind).is_none() {
             errors.push(
                 source
-                    .error(c.kind.span(), &format!("component[{i}].kind"), format!("unknown component kind `{kind}`"))
+                    .error(
+                        c.kind.span(),
+                        &format!("component[{i}].kind"),
+                        format!("unknown component kind `{kind}`"),
+                    )
                     .with_help(super::known_components_help()),
             );
         }
@@ -231,7 +254,11 @@ pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Resu
     }
 
     if file.matrix.is_empty() {
-        errors.push(source.error(0..0, "matrix", "the plan has no [[matrix]]: nothing would run"));
+        errors.push(source.error(
+            0..0,
+            "matrix",
+            "the plan has no [[matrix]]: nothing would run",
+        ));
     }
 
     let mut combinations: Vec<Combination> = Vec::new();
@@ -239,25 +266,33 @@ pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Resu
     for (mi, m) in file.matrix.iter().enumerate() {
         let m_span = m.span();
         let m = m.get_ref();
-        let pick = |pats: &[Spanned<String>], ids: &[String], what: &str, errors: &mut Vec<SpecError>| {
-            let mut out = Vec::new();
-            for p in pats {
-                let hits: Vec<&String> = ids.iter().filter(|id| glob_match(p.get_ref(), id)).collect();
-                if hits.is_empty() {
-                    errors.push(
-                        source
-                            .error(p.span(), &format!("matrix[{mi}].{what}s"), format!("`{}` matches no {what}", p.get_ref()))
-                            .with_help(format!("known {what}s: {}", ids.join(", "))),
-                    );
-                }
-                for h in hits {
-                    if !out.contains(h) {
-                        out.push(h.clone());
+        let pick =
+            |pats: &[Spanned<String>], ids: &[String], what: &str, errors: &mut Vec<SpecError>| {
+                let mut out = Vec::new();
+                for p in pats {
+                    let hits: Vec<&String> = ids
+                        .iter()
+                        .filter(|id| glob_match(p.get_ref(), id))
+                        .collect();
+                    if hits.is_empty() {
+                        errors.push(
+                            source
+                                .error(
+                                    p.span(),
+                                    &format!("matrix[{mi}].{what}s"),
+                                    format!("`{}` matches no {what}", p.get_ref()),
+                                )
+                                .with_help(format!("known {what}s: {}", ids.join(", "))),
+                        );
+                    }
+                    for h in hits {
+                        if !out.contains(h) {
+                            out.push(h.clone());
+                        }
                     }
                 }
-            }
-            out
-        };
+                out
+            };
         let tids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
         let cids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
         let sids: Vec<String> = suites.keys().cloned().collect();
@@ -300,7 +335,8 @@ pub fn parse_plan(source: Source, suites: &BTreeMap<String, Arc<Suite>>) -> Resu
                 for c in &cids {
                     for s in &sids {
                         let Some(combo) = make(t, c, s) else { continue };
-                        let explicit = sel.target.is_some() && sel.component.is_some() && sel.suite.is_some();
+                        let explicit =
+                            sel.target.is_some() && sel.component.is_some() && sel.suite.is_some();
                         if !explicit || !sel.matches(&combo) {
                             continue;
                         }

@@ -224,11 +224,7 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
     let mut seen = HashSet::new();
     let mut cases = Vec::new();
     if file.cases.is_empty() {
-        errors.push(source.error(
-            file.suite.id.span(),
-            "case",
-            "the suite has no [[case]]",
-        ));
+        errors.push(source.error(file.suite.id.span(), "case", "the suite has no [[case]]"));
     }
     for (i, spanned) in file.cases.into_iter().enumerate() {
         let span = spanned.span();
@@ -259,8 +255,7 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
             None => default_timeout,
         };
         for cap in &c.requires.capabilities {
-            if !adaptest_adapters::component::KNOWN_CAPABILITIES.contains(&cap.get_ref().as_str())
-            {
+            if !adaptest_adapters::component::KNOWN_CAPABILITIES.contains(&cap.get_ref().as_str()) {
                 errors.push(
                     source
                         .error(
@@ -306,7 +301,10 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
                 let e = c.expect.unwrap_or_default();
                 let mut regex = |r: &Option<Spanned<String>>, field: &str| {
                     r.as_ref().and_then(|r| {
-                        match regex::RegexBuilder::new(r.get_ref()).multi_line(true).build() {
+                        match regex::RegexBuilder::new(r.get_ref())
+                            .multi_line(true)
+                            .build()
+                        {
                             Ok(re) => Some(re),
                             Err(err) => {
                                 errors.push(source.error(
@@ -359,7 +357,11 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
             many => {
                 errors.push(
                     source
-                        .error(span.clone(), &at(many[1]), format!("the case has several actions: {}", many.join(", ")))
+                        .error(
+                            span.clone(),
+                            &at(many[1]),
+                            format!("the case has several actions: {}", many.join(", ")),
+                        )
                         .with_help("give exactly one of `run`, `sql`, `steps`, `bench`, `import`"),
                 );
                 None
