@@ -5,6 +5,9 @@
 
 pub mod component;
 pub mod env_probe;
+mod file_lock;
+pub mod image;
+pub mod plugin;
 pub mod target;
 
 pub use target::{ExecOutput, ExecRequest, Target, TargetError};

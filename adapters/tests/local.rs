@@ -204,6 +204,24 @@ async fn normal_exit_kills_leftovers_and_returns_promptly() {
     assert_dead(&pids(&out));
 }
 
+/// A lifecycle `start` leaves its service running: `keep_background` spares the leftovers.
+#[tokio::test]
+async fn keep_background_leaves_the_service_running() {
+    let mut req = ExecRequest::new(
+        "sleep 300 >/dev/null 2>&1 & echo $!",
+        Duration::from_secs(60),
+    );
+    req.keep_background = true;
+    let out = run(req).await;
+    assert_eq!(out.exit_code, Some(0));
+    let pids = pids(&out);
+    assert_eq!(pids.len(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(pids[0]), "the background service was killed");
+    // SAFETY: kill(2) on a PID this test started and read back from its output.
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+}
+
 /// A daemon that left the process group keeps our stdout pipe open: we stop draining after a
 /// grace period instead of hanging. (It is not ours to kill any more: the test cleans it up.)
 #[tokio::test]

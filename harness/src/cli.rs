@@ -38,6 +38,19 @@ enum Command {
     Env(EnvArgs),
     /// Render a report from a run directory or a results.json.
     Report(ReportArgs),
+    /// Make a signing key pair for evidence bundles (Ed25519, or SM2 with --algorithm sm2).
+    Keygen(crate::certcmd::KeygenArgs),
+    /// Pack a run directory into one signed evidence bundle (.tar.gz).
+    Bundle(crate::certcmd::BundleArgs),
+    /// Check an evidence bundle offline: signature, every file's digest, nothing added or missing.
+    Verify(crate::certcmd::VerifyArgs),
+    /// Compare two runs: new failures, fixed, still failing, flaky, metric changes.
+    Compare(crate::certcmd::CompareArgs),
+    /// Build and list guest images for `qemu-system` targets.
+    #[command(subcommand)]
+    Image(crate::image_cmd::ImageCommand),
+    /// Merge the run directories of `run --shard I/N` (all N) into one run and its reports.
+    Merge(crate::shard::MergeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,9 +82,14 @@ struct RunArgs {
     /// Stop scheduling new cases after the first failed or errored case.
     #[arg(long)]
     fail_fast: bool,
+    /// Run only shard I of N (1-based): every Nth combination in plan order; see `merge`.
+    #[arg(long, value_name = "I/N", conflicts_with = "resume")]
+    shard: Option<crate::shard::Shard>,
     /// Progress output.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
+    #[command(flatten)]
+    cover: crate::certcmd::CoverArgs,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +151,8 @@ struct ReportArgs {
     /// Write here instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    cover: crate::certcmd::CoverArgs,
 }
 
 /// Parse the arguments, run the subcommand, return the exit code.
@@ -162,6 +182,12 @@ pub fn main() -> i32 {
         Command::Plan(PlanCommand::Show(a)) => cmd_plan_show(a),
         Command::Env(a) => cmd_env(a),
         Command::Report(a) => cmd_report(a),
+        Command::Keygen(a) => crate::certcmd::cmd_keygen(a),
+        Command::Bundle(a) => crate::certcmd::cmd_bundle(a),
+        Command::Verify(a) => crate::certcmd::cmd_verify(a),
+        Command::Compare(a) => crate::certcmd::cmd_compare(a),
+        Command::Image(c) => crate::image_cmd::run(c),
+        Command::Merge(a) => crate::shard::cmd_merge(a),
     }
 }
 
@@ -229,6 +255,14 @@ fn cmd_run(a: RunArgs) -> i32 {
                 eprint_diag(e);
                 return exit_codes::INFRA_ERROR;
             }
+        }
+    };
+    // `--shard I/N`, or the shard a resumed directory recorded: only its combinations run.
+    let plan = match crate::shard::apply(&dir, a.shard, plan) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}", engine::error_chain(&e));
+            return exit_codes::INFRA_ERROR;
         }
     };
     let rt = runtime();
@@ -336,7 +370,9 @@ async fn run_plan(
     };
     let mut envs = rundir::read_environments(&dir);
     envs.extend(exec.environments);
-    let results = rundir::assemble(&meta, &plan, &records, envs, exec.stopped, &meta.created_at);
+    let mut results =
+        rundir::assemble(&meta, &plan, &records, envs, exec.stopped, &meta.created_at);
+    a.cover.apply_to_run(&dir, resumed, &mut results.product);
     if let Err(e) = rundir::write_reports(&dir, &results) {
         eprintln!(
             "error: failed to write the reports: {}",
@@ -345,7 +381,7 @@ async fn run_plan(
         return exit_codes::INFRA_ERROR;
     }
     let mut code = exit_codes::for_results(
-        &results.summary,
+        &results,
         exec.stopped == Some(engine::StopReason::Interrupted),
     );
     if !exec.target_errors.is_empty() && code == exit_codes::OK {
@@ -358,6 +394,12 @@ async fn run_plan(
     });
     drop(tx);
     let _ = reporter.await;
+    if a.format == Format::Human {
+        println!(
+            "verdict: {}",
+            crate::verdict::label(results.certification.verdict)
+        );
+    }
     code
 }
 
@@ -540,13 +582,14 @@ fn cmd_report(a: ReportArgs) -> i32 {
             return exit_codes::INVALID_INPUT;
         }
     };
-    let results = match adaptest_reports::from_json(&text) {
+    let mut results = match adaptest_reports::from_json(&text) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {}: {}", path.display(), engine::error_chain(&e));
             return exit_codes::INVALID_INPUT;
         }
     };
+    a.cover.apply(&mut results.product);
     let lang = match a.lang.parse::<adaptest_reports::Lang>() {
         Ok(l) => l,
         Err(_) => {
@@ -560,7 +603,12 @@ fn cmd_report(a: ReportArgs) -> i32 {
     let rendered = match a.format {
         ReportFormat::Json => adaptest_reports::to_json(&results),
         ReportFormat::Junit => adaptest_reports::to_junit(&results),
-        ReportFormat::Html => adaptest_reports::to_html(&results, lang),
+        // The fingerprint is that of the file as stored, whatever the cover flags change.
+        ReportFormat::Html => adaptest_reports::render_html(
+            &results,
+            lang,
+            &adaptest_reports::fingerprint::fingerprint(text.as_bytes()),
+        ),
     };
     let rendered = match rendered {
         Ok(r) => r,

@@ -7,9 +7,11 @@
 use crate::events::{Event, EventSender};
 use crate::expect;
 use crate::journal::{CaseRecord, Journal, JournalError, Record};
+use crate::kinds::{self, CaseOutcome};
 use crate::spec::duration::format_duration;
 use crate::spec::suite::{Action, Case, Requirements};
 use crate::spec::{Combination, Plan};
+use adaptest_adapters::component::{Component, Endpoint};
 use adaptest_adapters::{ExecRequest, Target, TargetError};
 use adaptest_reports::{Environment, Status};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -58,11 +60,70 @@ pub enum EngineError {
     },
 }
 
-/// Build the target adapter for a plan's target.
-pub fn make_target(spec: &crate::spec::TargetSpec) -> Arc<dyn Target> {
-    match spec.kind.as_str() {
-        "local" => Arc::new(adaptest_adapters::target::LocalTarget::new(spec.id.clone())),
-        other => unreachable!("target kind `{other}` passed validation but has no adapter"),
+/// Where built images and other reusable artefacts live: `$ADAPTEST_CACHE`, else
+/// `$XDG_CACHE_HOME/adaptest`, else `~/.cache/adaptest`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ADAPTEST_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("adaptest");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/adaptest")
+}
+
+/// Build the adapter for a plan's target; a target that cannot even be built becomes one whose
+/// `start` fails with the reason, so its cases are recorded as errors and the rest run.
+fn make_target(
+    spec: &crate::spec::TargetSpec,
+    ctx: &adaptest_adapters::target::TargetContext,
+) -> Arc<dyn Target> {
+    match adaptest_adapters::target::create(&spec.config, ctx) {
+        Ok(t) => t,
+        Err(e) => Arc::new(Unavailable {
+            id: spec.id.clone(),
+            reason: error_chain(&e),
+        }),
+    }
+}
+
+/// A target whose adapter could not be created.
+struct Unavailable {
+    id: String,
+    reason: String,
+}
+
+#[async_trait::async_trait]
+impl Target for Unavailable {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &'static str {
+        "unavailable"
+    }
+    async fn start(&self) -> Result<(), TargetError> {
+        Err(TargetError::Unreachable {
+            target: self.id.clone(),
+            reason: self.reason.clone(),
+        })
+    }
+    async fn exec(
+        &self,
+        _req: ExecRequest,
+        _cancel: &CancellationToken,
+    ) -> Result<adaptest_adapters::ExecOutput, TargetError> {
+        self.start()
+            .await
+            .map(|()| unreachable!("start always fails"))
+    }
+    async fn environment(&self) -> Result<Environment, TargetError> {
+        self.start()
+            .await
+            .map(|()| unreachable!("start always fails"))
+    }
+    async fn stop(&self) -> Result<(), TargetError> {
+        Ok(())
     }
 }
 
@@ -73,7 +134,23 @@ struct TargetSlot {
     commands: tokio::sync::Mutex<HashMap<String, bool>>,
 }
 
+/// A target × component pair: the component's adapter, endpoint, lifecycle and version.
+struct PairSlot {
+    target: String,
+    spec: crate::spec::ComponentSpec,
+    /// `Ok(None)`: the component is the target's OS (no adapter).
+    adapter: OnceCell<Result<Option<Arc<dyn Component>>, String>>,
+    addr: OnceCell<Result<Option<std::net::SocketAddr>, String>>,
+    /// The pair's synthetic `lifecycle` combination, when it declares commands.
+    lifecycle: Option<Combination>,
+    setup: OnceCell<Result<(), String>>,
+    /// Suites of this pair not finished yet; the last one tears the component down.
+    remaining: std::sync::atomic::AtomicUsize,
+    version: OnceCell<Option<String>>,
+}
+
 struct Ctx {
+    pairs: HashMap<(String, String), Arc<PairSlot>>,
     run_id: String,
     run_dir: PathBuf,
     journal: Journal,
@@ -116,6 +193,10 @@ pub async fn execute(
         journal,
         done,
     } = session;
+    let target_ctx = adaptest_adapters::target::TargetContext {
+        run_dir: run_dir.clone(),
+        cache_dir: cache_dir(),
+    };
     let mut targets = HashMap::new();
     for t in &plan.targets {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -127,14 +208,59 @@ pub async fn execute(
         targets.insert(
             t.id.clone(),
             TargetSlot {
-                target: make_target(t),
+                target: make_target(t, &target_ctx),
                 slots: Semaphore::new(slots),
                 env: OnceCell::new(),
                 commands: tokio::sync::Mutex::new(HashMap::new()),
             },
         );
     }
+    let mut pairs: HashMap<(String, String), Arc<PairSlot>> = HashMap::new();
+    let is_lifecycle = |c: &Combination| c.suite.id == crate::spec::plan::LIFECYCLE_SUITE;
+    let is_pending = |c: &Combination| {
+        c.suite
+            .cases
+            .iter()
+            .any(|k| !done.contains(&(c.id.clone(), k.id.clone())))
+    };
+    for combo in plan
+        .combinations
+        .iter()
+        .filter(|c| !is_lifecycle(c) && is_pending(c))
+    {
+        let Some(spec) = plan.component(&combo.component) else {
+            continue;
+        };
+        if spec.kind == "os"
+            && plan
+                .combinations
+                .iter()
+                .all(|c| !(is_lifecycle(c) && c.component == spec.id))
+        {
+            continue;
+        }
+        let key = (combo.target.clone(), combo.component.clone());
+        let lifecycle = plan
+            .combinations
+            .iter()
+            .find(|c| is_lifecycle(c) && c.target == combo.target && c.component == combo.component)
+            .cloned();
+        let pair = pairs.entry(key).or_insert_with(|| {
+            Arc::new(PairSlot {
+                target: combo.target.clone(),
+                spec: spec.clone(),
+                adapter: OnceCell::new(),
+                addr: OnceCell::new(),
+                lifecycle,
+                setup: OnceCell::new(),
+                remaining: std::sync::atomic::AtomicUsize::new(0),
+                version: OnceCell::new(),
+            })
+        });
+        pair.remaining.fetch_add(1, Ordering::Relaxed);
+    }
     let ctx = Arc::new(Ctx {
+        pairs,
         run_id,
         run_dir,
         journal,
@@ -147,7 +273,12 @@ pub async fn execute(
     });
 
     let mut tasks = tokio::task::JoinSet::new();
-    for combo in plan.combinations.iter().cloned() {
+    for combo in plan
+        .combinations
+        .iter()
+        .filter(|c| !is_lifecycle(c))
+        .cloned()
+    {
         let pending = combo
             .suite
             .cases
@@ -178,7 +309,15 @@ pub async fn execute(
     for (id, slot) in &ctx.targets {
         match slot.env.get() {
             Some(Ok(env)) => {
-                environments.insert(id.clone(), env.clone());
+                let mut env = env.clone();
+                for ((t, c), pair) in &ctx.pairs {
+                    if t == id
+                        && let Some(Some(v)) = pair.version.get()
+                    {
+                        env.components.insert(c.clone(), v.clone());
+                    }
+                }
+                environments.insert(id.clone(), env);
             }
             Some(Err(e)) => target_errors.push((id.clone(), e.clone())),
             None => {}
@@ -268,7 +407,43 @@ pub fn excerpt(bytes: &[u8], max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
+/// A shell error on the way to running cases: every pending case is recorded as `error`.
+fn record_all_error(
+    ctx: &Ctx,
+    combo: &Combination,
+    cases: &[&Case],
+    why: &str,
+) -> Result<(), EngineError> {
+    for case in cases {
+        record(ctx, combo, case, 0, 0, CaseOutcome::error(why))?;
+    }
+    Ok(())
+}
+
 async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), EngineError> {
+    let slot = &ctx.targets[&combo.target];
+    let pair = ctx
+        .pairs
+        .get(&(combo.target.clone(), combo.component.clone()))
+        .cloned();
+    let result = run_combination_inner(&ctx, &combo, pair.as_deref()).await;
+    // The last suite of a pair stops and uninstalls the component, even after a failure or an
+    // interruption: we leave the target as we found it.
+    if let Some(pair) = &pair
+        && pair.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+        && pair.setup.get().is_some()
+    {
+        let _permit = slot.slots.acquire().await.expect("semaphore never closed");
+        teardown(&ctx, pair).await?;
+    }
+    result
+}
+
+async fn run_combination_inner(
+    ctx: &Arc<Ctx>,
+    combo: &Combination,
+    pair: Option<&PairSlot>,
+) -> Result<(), EngineError> {
     let slot = &ctx.targets[&combo.target];
     let _permit = slot.slots.acquire().await.expect("semaphore never closed");
     if ctx.stopping() {
@@ -280,23 +455,15 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
         .iter()
         .filter(|c| !ctx.done.contains(&(combo.id.clone(), c.id.clone())))
         .collect();
-    let env = match target_env(&ctx, &combo.target).await {
+    let env = match target_env(ctx, &combo.target).await {
         Ok(env) => env,
         Err(msg) => {
-            for case in pending {
-                record(
-                    &ctx,
-                    &combo,
-                    case,
-                    Status::Error,
-                    Some(format!("target {} is unavailable: {msg}", combo.target)),
-                    0,
-                    0,
-                    None,
-                    None,
-                )?;
-            }
-            return Ok(());
+            return record_all_error(
+                ctx,
+                combo,
+                &pending,
+                &format!("target {} is unavailable: {msg}", combo.target),
+            );
         }
     };
     // A private scratch directory on the target for this combination.
@@ -314,161 +481,118 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
                 "could not create a scratch directory on the target: {}",
                 excerpt(&o.stderr, 300).trim()
             );
-            for case in pending {
-                record(
-                    &ctx,
-                    &combo,
-                    case,
-                    Status::Error,
-                    Some(why.clone()),
-                    0,
-                    0,
-                    None,
-                    None,
-                )?;
-            }
-            return Ok(());
+            return record_all_error(ctx, combo, &pending, &why);
         }
-        Err(e) => {
-            let why = error_chain(&e);
-            for case in pending {
-                record(
-                    &ctx,
-                    &combo,
-                    case,
-                    Status::Error,
-                    Some(why.clone()),
-                    0,
-                    0,
-                    None,
-                    None,
-                )?;
-            }
-            return Ok(());
-        }
+        Err(e) => return record_all_error(ctx, combo, &pending, &error_chain(&e)),
     };
-    let commands = available_commands(&ctx, &combo.target, &pending).await;
-    let capabilities = adaptest_adapters::component::component_kind(&combo.component_kind)
-        .map(|k| k.capabilities)
-        .unwrap_or(&[]);
-
-    for case in pending {
-        if ctx.stopping() {
-            break;
+    let run_cases = async {
+        // Components with lifecycle commands are installed, started and ready before any suite.
+        let component = match pair {
+            Some(pair) => match setup(ctx, pair, &workdir).await {
+                Ok(()) => Some(pair),
+                Err(why) => return record_all_error(ctx, combo, &pending, &why),
+            },
+            None => None,
+        };
+        let commands = available_commands(ctx, &combo.target, &pending).await;
+        // The adapter first: a plugin's capabilities are known once it has described itself.
+        if let Some(p) = component {
+            let _ = pair_adapter(p).await;
         }
-        if let Some(why) = unmet(&case.requires, &env, &commands, capabilities) {
-            record(
-                &ctx,
-                &combo,
-                case,
-                Status::Skipped,
-                Some(why),
-                0,
-                0,
-                None,
-                None,
-            )?;
-            continue;
-        }
-        let Action::Run(run) = &case.action;
-        let mut log = String::new();
-        let mut attempts = 0;
-        let started = Instant::now();
-        let (status, reason, exit_code, out) = loop {
-            attempts += 1;
-            let mut req = ExecRequest::new(run.command.clone(), case.timeout);
-            req.stdin = run.stdin.clone().map(String::into_bytes);
-            req.cwd = Some(run.cwd.clone().unwrap_or_else(|| workdir.clone()));
-            req.env = vec![
-                ("ADAPTEST_WORKDIR".into(), workdir.clone()),
-                ("ADAPTEST_TARGET".into(), combo.target.clone()),
-                ("ADAPTEST_COMPONENT".into(), combo.component.clone()),
-                ("ADAPTEST_ARCH".into(), env.arch.clone()),
-                ("ADAPTEST_CASE".into(), case.id.clone()),
-                ("ADAPTEST_RUN_ID".into(), ctx.run_id.clone()),
-            ];
-            req.env
-                .extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let res = slot.target.exec(req, &ctx.cancel).await;
-            let (status, reason, exit_code, out) = match res {
-                Err(e) => (Status::Error, Some(error_chain(&e)), None, None),
-                Ok(o) if o.cancelled => return Ok(()), // not finished: a resume runs it again
-                Ok(o) => {
-                    let stdout = String::from_utf8_lossy(&o.stdout);
-                    let stderr = String::from_utf8_lossy(&o.stderr);
-                    let verdict = if o.timed_out {
-                        Some(format!(
-                            "timed out after {}; the process tree was killed",
-                            format_duration(case.timeout)
-                        ))
-                    } else {
-                        expect::check(&run.expect, o.exit_code, &stdout, &stderr)
-                    };
-                    append_attempt_log(
-                        &mut log,
-                        attempts,
-                        case.retries + 1,
-                        &run.command,
-                        &o,
-                        verdict.as_deref(),
-                    );
-                    let st = if verdict.is_some() {
-                        Status::Failed
-                    } else {
-                        Status::Passed
-                    };
-                    (st, verdict, o.exit_code, Some(o))
+        let capabilities: Vec<String> = match component.and_then(|p| p.adapter.get()) {
+            Some(Ok(Some(a))) => a.capabilities(),
+            _ => adaptest_adapters::component::component_kind(&combo.component_kind)
+                .map(|k| k.capabilities.iter().map(|c| c.to_string()).collect())
+                .unwrap_or_default(),
+        };
+        // A suite written for a capability the component turns out not to offer (a plugin
+        // describing other ones) does not apply to it.
+        let suite_cap = combo.suite.component.as_str();
+        let not_offered = (suite_cap != combo.component_kind
+            && adaptest_adapters::component::KNOWN_CAPABILITIES.contains(&suite_cap)
+            && matches!(component.and_then(|p| p.adapter.get()), Some(Ok(Some(_))))
+            && !capabilities.iter().any(|c| c == suite_cap))
+        .then(|| {
+            format!(
+                "suite `{}` exercises capability `{suite_cap}`, which component `{}` does not offer (it offers: {})",
+                combo.suite.id,
+                combo.component,
+                capabilities.join(", ")
+            )
+        });
+        for case in &pending {
+            if ctx.stopping() {
+                break;
+            }
+            if let Some(why) = not_offered
+                .clone()
+                .or_else(|| unmet(&case.requires, &env, &commands, &capabilities))
+            {
+                let mut o = CaseOutcome::passed();
+                o.status = Status::Skipped;
+                o.reason = Some(why);
+                record(ctx, combo, case, 0, 0, o)?;
+                continue;
+            }
+            let started = Instant::now();
+            let mut attempts = 0;
+            let mut log = String::new();
+            let outcome = loop {
+                attempts += 1;
+                let o = run_case(ctx, combo, case, component, &env, &workdir).await;
+                if o.cancelled {
+                    return Ok(()); // not finished: a resume runs it again
+                }
+                use std::fmt::Write as _;
+                let _ = writeln!(
+                    log,
+                    "=== attempt {attempts} of {} ===\n{}",
+                    case.retries + 1,
+                    o.log.trim_end()
+                );
+                let _ = writeln!(
+                    log,
+                    "--- verdict: {} ---",
+                    o.reason.as_deref().unwrap_or("passed")
+                );
+                if o.status == Status::Passed
+                    || attempts > case.retries
+                    || ctx.cancel.is_cancelled()
+                {
+                    let mut o = o;
+                    if o.status == Status::Passed && attempts > 1 {
+                        o.status = Status::Flaky;
+                        o.reason = Some(format!(
+                            "passed on attempt {attempts} of {}",
+                            case.retries + 1
+                        ));
+                    }
+                    break o;
                 }
             };
-            let retry =
-                status != Status::Passed && attempts <= case.retries && !ctx.cancel.is_cancelled();
-            if !retry {
-                let status = if status == Status::Passed && attempts > 1 {
-                    Status::Flaky
-                } else {
-                    status
-                };
-                let reason = if status == Status::Flaky {
-                    Some(format!(
-                        "passed on attempt {attempts} of {}",
-                        case.retries + 1
-                    ))
-                } else {
-                    reason
-                };
-                break (status, reason, exit_code, out);
+            let mut outcome = outcome;
+            outcome.log = log;
+            let failed = matches!(outcome.status, Status::Failed | Status::Error);
+            record(
+                ctx,
+                combo,
+                case,
+                attempts,
+                started.elapsed().as_millis() as u64,
+                outcome,
+            )?;
+            if ctx.fail_fast && failed {
+                ctx.fail_fast_hit.store(true, Ordering::Relaxed);
             }
-        };
-        let log_rel = if log.is_empty() {
-            None
-        } else {
-            let rel = format!("logs/{}/{}.log", combo.id, case.id);
-            let path = ctx.run_dir.join(&rel);
-            let write = std::fs::create_dir_all(path.parent().expect("has parent"))
-                .and_then(|()| std::fs::write(&path, &log));
-            if let Err(source) = write {
-                return Err(EngineError::Write { path, source });
-            }
-            Some(rel)
-        };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        record(
-            &ctx,
-            &combo,
-            case,
-            status,
-            reason,
-            attempts,
-            duration_ms,
-            exit_code,
-            out.map(|o| (o, log_rel)),
-        )?;
-        if ctx.fail_fast && matches!(status, Status::Failed | Status::Error) {
-            ctx.fail_fast_hit.store(true, Ordering::Relaxed);
         }
-    }
+        Ok(())
+    };
+    let result = run_cases.await;
     let rm = ExecRequest::new(
-        format!("rm -rf '{}'", workdir.replace('\'', "'\\''")),
+        format!(
+            "rm -rf {}",
+            adaptest_adapters::target::shell_quote(&workdir)
+        ),
         Duration::from_secs(60),
     );
     if let Err(e) = slot.target.exec(rm, &CancellationToken::new()).await {
@@ -478,19 +602,360 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
             error_chain(&e)
         );
     }
+    result
+}
+
+/// One attempt of one case.
+async fn run_case(
+    ctx: &Ctx,
+    combo: &Combination,
+    case: &Case,
+    pair: Option<&PairSlot>,
+    env: &Environment,
+    workdir: &str,
+) -> CaseOutcome {
+    let slot = &ctx.targets[&combo.target];
+    let vars = vec![
+        ("ADAPTEST_WORKDIR".to_string(), workdir.to_string()),
+        ("ADAPTEST_TARGET".into(), combo.target.clone()),
+        ("ADAPTEST_COMPONENT".into(), combo.component.clone()),
+        ("ADAPTEST_ARCH".into(), env.arch.clone()),
+        ("ADAPTEST_CASE".into(), case.id.clone()),
+        ("ADAPTEST_RUN_ID".into(), ctx.run_id.clone()),
+    ];
+    if let Action::Run(run) = &case.action {
+        return run_shell(slot.target.as_ref(), run, case, vars, workdir, &ctx.cancel).await;
+    }
+    if let Action::Import(imp) = &case.action {
+        return kinds::import::run(slot.target.as_ref(), imp, case, vars, workdir, &ctx.cancel)
+            .await;
+    }
+    let Some(pair) = pair else {
+        return CaseOutcome::error(format!(
+            "case kind needs a component adapter, and `{}` is the target's shell",
+            combo.component
+        ));
+    };
+    let (adapter, endpoint) = match component_endpoint(ctx, pair, workdir).await {
+        Ok(x) => x,
+        Err(why) => return CaseOutcome::error(why),
+    };
+    note_version(pair, adapter.as_ref(), &endpoint).await;
+    // A component case is bounded by the case's timeout like a shell command.
+    let work = async {
+        match &case.action {
+            Action::Run(_) | Action::Import(_) => unreachable!("handled above"),
+            Action::Steps(steps) => {
+                let control = Restarter { ctx, pair, workdir };
+                kinds::steps::run(adapter.as_ref(), &endpoint, &control, steps, &ctx.cancel).await
+            }
+            Action::Bench(b) => kinds::bench::run(adapter.clone(), &endpoint, b, &ctx.cancel).await,
+            Action::Sql(sql) => {
+                let mut session = match adapter.open(&endpoint).await {
+                    Ok(s) => s,
+                    Err(e) => return CaseOutcome::from_error(&e, ""),
+                };
+                let (name, script) = sql.for_engine(&combo.component_kind);
+                let r = tokio::select! {
+                    r = kinds::sql::run_slt(session.as_mut(), &combo.component_kind, &name, script) => r,
+                    () = ctx.cancel.cancelled() => return CaseOutcome::cancelled(),
+                };
+                let _ = session.close().await;
+                let mut o = match r {
+                    Ok(()) => CaseOutcome::passed(),
+                    Err(why) => CaseOutcome::failed(why),
+                };
+                o.log = format!("sqllogictest {name} on {}\n", combo.component_kind);
+                o
+            }
+        }
+    };
+    match tokio::time::timeout(case.timeout, work).await {
+        Ok(o) => o,
+        Err(_) => CaseOutcome::failed(format!("timed out after {}", format_duration(case.timeout))),
+    }
+}
+
+async fn run_shell(
+    target: &dyn Target,
+    run: &crate::spec::suite::RunAction,
+    case: &Case,
+    vars: Vec<(String, String)>,
+    workdir: &str,
+    cancel: &CancellationToken,
+) -> CaseOutcome {
+    let mut req = ExecRequest::new(run.command.clone(), case.timeout);
+    // Lifecycle commands start and stop services: what they leave running is the point.
+    req.keep_background = case.tags.iter().any(|t| t == "lifecycle");
+    req.stdin = run.stdin.clone().map(String::into_bytes);
+    req.cwd = Some(run.cwd.clone().unwrap_or_else(|| workdir.to_string()));
+    req.env = vars;
+    req.env
+        .extend(run.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    match target.exec(req, cancel).await {
+        Err(e) => CaseOutcome::error(error_chain(&e)),
+        Ok(o) if o.cancelled => CaseOutcome::cancelled(),
+        Ok(o) => {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let verdict = if o.timed_out {
+                Some(format!(
+                    "timed out after {}; the process tree was killed",
+                    format_duration(case.timeout)
+                ))
+            } else {
+                expect::check(&run.expect, o.exit_code, &stdout, &stderr)
+            };
+            let mut log = String::new();
+            append_attempt_log(&mut log, &run.command, &o);
+            CaseOutcome {
+                status: if verdict.is_some() {
+                    Status::Failed
+                } else {
+                    Status::Passed
+                },
+                reason: verdict,
+                exit_code: o.exit_code,
+                stdout: excerpt(&o.stdout, EXCERPT_BYTES),
+                stderr: excerpt(&o.stderr, EXCERPT_BYTES),
+                log,
+                metrics: Vec::new(),
+                cancelled: false,
+                children: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The component adapter of a pair (created once) and an endpoint for this combination.
+/// The component adapter of a pair, created once (`None`: the target's OS, no adapter).
+async fn pair_adapter(pair: &PairSlot) -> Result<Option<Arc<dyn Component>>, String> {
+    pair.adapter
+        .get_or_init(|| async {
+            let mut cfg = pair.spec.config.clone();
+            if let Some(r) = &pair.spec.password {
+                cfg.password = Some(r.resolve()?);
+            }
+            adaptest_adapters::component::create(&cfg).map_err(|e| error_chain(&e))
+        })
+        .await
+        .clone()
+}
+
+async fn component_endpoint(
+    ctx: &Ctx,
+    pair: &PairSlot,
+    workdir: &str,
+) -> Result<(Arc<dyn Component>, Endpoint), String> {
+    let adapter = pair_adapter(pair).await?;
+    let Some(adapter) = adapter else {
+        return Err(format!(
+            "component `{}` has no adapter for this case kind",
+            pair.spec.id
+        ));
+    };
+    let target = ctx.targets[&pair.target].target.clone();
+    let addr = pair
+        .addr
+        .get_or_init(|| async {
+            let port = pair.spec.config.port.or_else(|| {
+                adaptest_adapters::component::component_kind(&pair.spec.kind)
+                    .and_then(|k| k.default_port)
+            });
+            let Some(port) = port else { return Ok(None) };
+            match (&pair.spec.config.host, target.kind()) {
+                (Some(host), "local") => tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                    .next()
+                    .map(Some)
+                    .ok_or_else(|| format!("{host} has no address")),
+                _ => target
+                    .connect_addr(port)
+                    .await
+                    .map(Some)
+                    .map_err(|e| error_chain(&e)),
+            }
+        })
+        .await
+        .clone()?;
+    Ok((
+        adapter,
+        Endpoint {
+            addr,
+            target,
+            workdir: workdir.to_string(),
+        },
+    ))
+}
+
+/// Ask the component for its version once per pair (for the environment and the reports).
+async fn note_version(pair: &PairSlot, adapter: &dyn Component, endpoint: &Endpoint) {
+    pair.version
+        .get_or_init(|| async {
+            match adapter.open(endpoint).await {
+                Ok(mut s) => {
+                    let v = s.version().await.ok();
+                    let _ = s.close().await;
+                    v
+                }
+                Err(_) => None,
+            }
+        })
+        .await;
+}
+
+/// Run one lifecycle step of a pair as a case of its `lifecycle` combination.
+async fn lifecycle_step(
+    ctx: &Ctx,
+    pair: &PairSlot,
+    step: &str,
+    workdir: &str,
+    cancel: &CancellationToken,
+) -> Result<bool, EngineError> {
+    let Some(combo) = &pair.lifecycle else {
+        return Ok(true);
+    };
+    let Some(case) = combo.suite.cases.iter().find(|c| c.id == step) else {
+        return Ok(true);
+    };
+    let Action::Run(run) = &case.action else {
+        return Ok(true);
+    };
+    let target = ctx.targets[&pair.target].target.clone();
+    let started = Instant::now();
+    let vars = vec![
+        ("ADAPTEST_WORKDIR".to_string(), workdir.to_string()),
+        ("ADAPTEST_TARGET".into(), pair.target.clone()),
+        ("ADAPTEST_COMPONENT".into(), pair.spec.id.clone()),
+    ];
+    let mut o = if step == "ready" {
+        // `ready` is polled until it succeeds or its timeout passes.
+        let deadline = Instant::now() + case.timeout;
+        loop {
+            let mut short = case.clone();
+            short.timeout = Duration::from_secs(10).min(case.timeout);
+            let o = run_shell(target.as_ref(), run, &short, vars.clone(), workdir, cancel).await;
+            if o.status == Status::Passed || o.cancelled || Instant::now() >= deadline {
+                break o;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    } else {
+        run_shell(target.as_ref(), run, case, vars, workdir, cancel).await
+    };
+    if o.cancelled {
+        return Ok(false);
+    }
+    if step == "ready" && o.status != Status::Passed {
+        o.reason = Some(format!(
+            "not ready within {}: {}",
+            format_duration(case.timeout),
+            o.reason.unwrap_or_default()
+        ));
+    }
+    let ok = o.status == Status::Passed;
+    record(ctx, combo, case, 1, started.elapsed().as_millis() as u64, o)?;
+    Ok(ok)
+}
+
+/// Install, start and wait for the component of a pair, once per run.
+async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), String> {
+    pair.setup
+        .get_or_init(|| async {
+            for step in ["install", "start", "ready"] {
+                match lifecycle_step(ctx, pair, step, workdir, &ctx.cancel).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(format!(
+                            "component `{}`: lifecycle `{step}` failed",
+                            pair.spec.id
+                        ));
+                    }
+                    Err(e) => return Err(error_chain(&e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+        .clone()
+}
+
+/// Stop and uninstall the component of a pair after its last suite.
+async fn teardown(ctx: &Ctx, pair: &PairSlot) -> Result<(), EngineError> {
+    let never = CancellationToken::new();
+    for step in ["stop", "uninstall"] {
+        lifecycle_step(ctx, pair, step, "/tmp", &never).await?;
+    }
     Ok(())
 }
 
-fn append_attempt_log(
-    log: &mut String,
-    attempt: u32,
-    of: u32,
-    command: &str,
-    o: &adaptest_adapters::ExecOutput,
-    verdict: Option<&str>,
-) {
+/// `component.restart` for steps: the lifecycle's stop and start, then readiness.
+struct Restarter<'a> {
+    ctx: &'a Ctx,
+    pair: &'a PairSlot,
+    workdir: &'a str,
+}
+
+#[async_trait::async_trait]
+impl kinds::ComponentControl for Restarter<'_> {
+    async fn restart(&self) -> Result<(), String> {
+        let l = &self.pair.spec.config.lifecycle;
+        let (Some(stop), Some(start)) = (&l.stop, &l.start) else {
+            return Err(format!(
+                "component `{}` declares no lifecycle stop and start commands to restart it with",
+                self.pair.spec.id
+            ));
+        };
+        let target = self.ctx.targets[&self.pair.target].target.clone();
+        for (what, cmd) in [("stop", stop), ("start", start)] {
+            let mut req = ExecRequest::new(cmd.clone(), Duration::from_secs(300));
+            req.cwd = Some(self.workdir.to_string());
+            req.keep_background = true;
+            let o = target
+                .exec(req, &self.ctx.cancel)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if o.exit_code != Some(0) {
+                return Err(format!(
+                    "lifecycle {what} exited with {:?}: {}",
+                    o.exit_code,
+                    excerpt(&o.stderr, 300).trim()
+                ));
+            }
+        }
+        let timeout = l.ready_timeout.unwrap_or(Duration::from_secs(120));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = match &l.ready {
+                Some(cmd) => {
+                    let req = ExecRequest::new(cmd.clone(), Duration::from_secs(10));
+                    target
+                        .exec(req, &self.ctx.cancel)
+                        .await
+                        .is_ok_and(|o| o.exit_code == Some(0))
+                }
+                None => match component_endpoint(self.ctx, self.pair, self.workdir).await {
+                    Ok((a, ep)) => a.open(&ep).await.is_ok(),
+                    Err(_) => false,
+                },
+            };
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not ready within {} after the restart",
+                    format_duration(timeout)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+fn append_attempt_log(log: &mut String, command: &str, o: &adaptest_adapters::ExecOutput) {
     use std::fmt::Write as _;
-    let _ = writeln!(log, "=== attempt {attempt} of {of} ===");
     let _ = writeln!(log, "$ {command}");
     let status = match (o.exit_code, o.signal) {
         (Some(c), _) => format!("exit code {c}"),
@@ -523,56 +988,65 @@ fn append_attempt_log(
     if !log.ends_with('\n') {
         log.push('\n');
     }
-    let _ = writeln!(log, "--- verdict: {} ---", verdict.unwrap_or("passed"));
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one flat record builder is clearer than a struct used once"
-)]
+/// Journal one finished case (its log written first), and tell the reporter.
 fn record(
     ctx: &Ctx,
     combo: &Combination,
     case: &Case,
-    status: Status,
-    reason: Option<String>,
     attempts: u32,
     duration_ms: u64,
-    exit_code: Option<i32>,
-    out: Option<(adaptest_adapters::ExecOutput, Option<String>)>,
+    mut o: CaseOutcome,
 ) -> Result<(), EngineError> {
-    let (stdout, stderr, log) = match out {
-        Some((o, log)) => (
-            excerpt(&o.stdout, EXCERPT_BYTES),
-            excerpt(&o.stderr, EXCERPT_BYTES),
-            log,
-        ),
-        None => (String::new(), String::new(), None),
+    // An import's tests first, each a case of its own (`import-id/test`); the import's own
+    // record, written last, marks it finished (rundir::assemble shows the tests in its place).
+    let mut imported = Vec::new();
+    for child in std::mem::take(&mut o.children) {
+        let c = Case {
+            id: child.id,
+            ..case.clone()
+        };
+        record(ctx, combo, &c, attempts, child.duration_ms, child.outcome)?;
+        imported.push(c.id);
+    }
+    let log = if o.log.is_empty() {
+        None
+    } else {
+        let rel = format!("logs/{}/{}.log", combo.id, case.id);
+        let path = ctx.run_dir.join(&rel);
+        let write = std::fs::create_dir_all(path.parent().expect("has parent"))
+            .and_then(|()| std::fs::write(&path, &o.log));
+        if let Err(source) = write {
+            return Err(EngineError::Write { path, source });
+        }
+        Some(rel)
     };
     let rec = CaseRecord {
         combination: combo.id.clone(),
         case: case.id.clone(),
         level: case.level,
-        status,
-        reason: reason.clone(),
+        status: o.status,
+        reason: o.reason.clone(),
         attempts,
         duration_ms,
-        exit_code,
-        stdout,
-        stderr,
+        exit_code: o.exit_code,
+        stdout: o.stdout,
+        stderr: o.stderr,
         log,
-        metrics: Vec::new(),
+        metrics: o.metrics,
         finished_at: now_rfc3339(),
+        imported,
     };
     ctx.journal.append(&Record::Case(rec))?;
     let _ = ctx.events.send(Event::CaseFinished {
         combination: combo.id.clone(),
         case: case.id.clone(),
         level: case.level,
-        status,
+        status: o.status,
         duration_ms,
         attempts,
-        reason,
+        reason: o.reason,
     });
     Ok(())
 }
@@ -635,7 +1109,7 @@ fn unmet(
     req: &Requirements,
     env: &Environment,
     commands: &HashMap<String, bool>,
-    capabilities: &[&str],
+    capabilities: &[String],
 ) -> Option<String> {
     if !req.arch.is_empty()
         && !req
@@ -671,7 +1145,7 @@ fn unmet(
     let missing: Vec<&str> = req
         .capabilities
         .iter()
-        .filter(|c| !capabilities.contains(&c.as_str()))
+        .filter(|c| !capabilities.contains(c))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {

@@ -1,10 +1,15 @@
 //! Named exit codes of the `adaptest` binary (documented in README.md).
 
-/// Every mandatory case passed (optional ones may have failed).
+/// The verdict is "certified" or "certified with notes" (`verify`: the bundle is authentic and
+/// intact; `compare`: no new failure or metric regression).
 pub const OK: i32 = 0;
-/// At least one mandatory case failed.
+/// The verdict is "not certified": a mandatory case failed with no valid waiver.
 pub const CASE_FAILED: i32 = 1;
-/// A plan, suite or argument is invalid; nothing ran.
+/// `verify`: the bundle was rejected (changed, incomplete, or signed by another key).
+pub const VERIFY_FAILED: i32 = 1;
+/// `compare`: run B has new failures or metric regressions compared with run A.
+pub const REGRESSED: i32 = 1;
+/// A plan, suite, key or argument is invalid; nothing ran.
 pub const INVALID_INPUT: i32 = 2;
 /// Infrastructure failed: a target was unreachable, a case could not be run, or the run
 /// directory could not be written.
@@ -12,13 +17,14 @@ pub const INFRA_ERROR: i32 = 3;
 /// The run was interrupted (Ctrl-C / SIGTERM); it can be resumed with `--resume`.
 pub const INTERRUPTED: i32 = 130;
 
-/// The exit code of a finished run.
-pub fn for_results(summary: &adaptest_reports::Summary, interrupted: bool) -> i32 {
+/// The exit code of a finished run: interrupted, then an infrastructure error (a case could not
+/// run — a resume retries it), then the verdict.
+pub fn for_results(results: &adaptest_reports::RunResults, interrupted: bool) -> i32 {
     if interrupted {
         INTERRUPTED
-    } else if summary.error > 0 {
+    } else if results.summary.error > 0 {
         INFRA_ERROR
-    } else if summary.mandatory_failed > 0 {
+    } else if results.certification.verdict == adaptest_reports::Verdict::NotCertified {
         CASE_FAILED
     } else {
         OK

@@ -42,6 +42,10 @@ pub struct CaseRecord {
     pub log: Option<String>,
     pub metrics: Vec<Metric>,
     pub finished_at: String,
+    /// For an `import` case: the ids of the tests it recorded, in order, just before this
+    /// record (the results show them in its place). Absent for every other case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imported: Vec<String>,
 }
 
 impl CaseRecord {
@@ -215,6 +219,7 @@ mod tests {
             log: None,
             metrics: vec![],
             finished_at: "2026-11-27T00:00:00Z".into(),
+            imported: vec![],
         })
     }
 

@@ -4,11 +4,12 @@
 //! ```text
 //! adaptest-runs/<run-id>/
 //!   run.json            what was run (id, plan, harness version, product)
-//!   inputs/plan.toml    the plan as it was; inputs/suites/<suite-id>.toml every suite used
+//!   inputs/plan.toml    the plan as it was; inputs/suites/<suite-id>/suite.toml every suite
+//!                       used, with the files it refers to (sqllogictest scripts) beside it
 //!   journal.jsonl       one line per finished case (source of truth)
 //!   env/<target>.json   environment of each target
 //!   logs/<target>/<component>/<suite>/<case>.log
-//!   results.json junit.xml report.html
+//!   results.json junit.xml report.html report.zh-CN.html
 //! ```
 
 use crate::engine::StopReason;
@@ -81,18 +82,38 @@ pub fn create(base: &Path, run_id: &str, plan: &Plan) -> Result<PathBuf, RunDirE
     write(&dir.join("inputs/plan.toml"), plan.source.text.as_bytes())?;
     let mut written = std::collections::HashSet::new();
     for c in &plan.combinations {
-        if written.insert(c.suite.id.clone()) {
-            write(
-                &dir.join("inputs/suites")
-                    .join(format!("{}.toml", c.suite.id)),
-                c.suite.source.text.as_bytes(),
-            )?;
+        // Synthetic suites (a component's lifecycle) come from the plan itself.
+        if c.suite.id == spec::plan::LIFECYCLE_SUITE || !written.insert(c.suite.id.clone()) {
+            continue;
+        }
+        // Each suite in a directory of its own, with the files it refers to beside it, so that
+        // a resume (and the evidence bundle) sees exactly what ran.
+        let sdir = dir.join("inputs/suites").join(&c.suite.id);
+        mkdir(&sdir)?;
+        write(&sdir.join("suite.toml"), c.suite.source.text.as_bytes())?;
+        for case in &c.suite.cases {
+            if let spec::Action::Sql(sql) = &case.action {
+                let mut files = vec![(sql.file.clone(), &sql.script)];
+                for (engine, text) in &sql.variants {
+                    files.push((sql.for_engine(engine).0, text));
+                }
+                for (rel, text) in files {
+                    let p = sdir.join(&rel);
+                    mkdir(p.parent().expect("has parent"))?;
+                    write(&p, text.as_bytes())?;
+                }
+            }
         }
     }
     let meta = RunMeta {
         run_id: run_id.to_string(),
         created_at: jiff::Timestamp::now().to_string(),
-        plan: plan.source.name.clone(),
+        plan: if plan.source.name.starts_with("builtin:") {
+            plan.source.name.clone()
+        } else {
+            std::fs::canonicalize(&plan.source.name)
+                .map_or_else(|_| plan.source.name.clone(), |p| p.display().to_string())
+        },
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     write(
@@ -132,8 +153,22 @@ pub fn load_inputs(dir: &Path) -> Result<(RunMeta, Plan), RunDirError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let plan = spec::parse_plan(Source::new(plan_path.display().to_string(), text), &suites)
-        .map_err(spec::LoadError::from)?;
+    // Relative paths in the plan (rootfs, keys) stay relative to where the plan was.
+    let name = if meta.plan.starts_with("builtin:") {
+        meta.plan.clone()
+    } else {
+        plan_path.display().to_string()
+    };
+    let mut source = Source::new(name, text);
+    if !meta.plan.starts_with("builtin:") {
+        source.base = Some(
+            Path::new(&meta.plan)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        );
+    }
+    let plan = spec::parse_plan(source, &suites).map_err(spec::LoadError::from)?;
     Ok((meta, plan))
 }
 
@@ -173,6 +208,18 @@ pub fn assemble(
         let mut cases = Vec::with_capacity(combo.suite.cases.len());
         for case in &combo.suite.cases {
             let r = records.get(&(combo.id.clone(), case.id.clone()));
+            // A finished import is shown as the tests it imported.
+            if let (Some(parent), spec::Action::Import(_)) = (r, &case.action) {
+                let children = crate::kinds::import::children_of(records, &combo.id, parent);
+                if !children.is_empty() {
+                    cases.extend(
+                        children
+                            .into_iter()
+                            .map(|c| crate::kinds::import::child_result(case, c)),
+                    );
+                    continue;
+                }
+            }
             cases.push(match r {
                 Some(r) => CaseResult {
                     id: case.id.clone(),
@@ -189,6 +236,7 @@ pub fn assemble(
                     log: r.log.clone(),
                     tags: case.tags.clone(),
                     metrics: r.metrics.clone(),
+                    waiver: None,
                 },
                 None => CaseResult {
                     id: case.id.clone(),
@@ -209,6 +257,7 @@ pub fn assemble(
                     log: None,
                     tags: case.tags.clone(),
                     metrics: Vec::new(),
+                    waiver: None,
                 },
             });
         }
@@ -223,6 +272,7 @@ pub fn assemble(
             suite_version: combo.suite.version.clone(),
             duration_ms: cases.iter().map(|c| c.duration_ms).sum(),
             cases,
+            verdict: adaptest_reports::Verdict::fail_closed(),
         });
     }
     let mut environments = environments;
@@ -263,28 +313,37 @@ pub fn assemble(
         environments,
         combinations,
         summary: Default::default(),
+        certification: Default::default(),
     };
     results.recount();
+    crate::verdict::apply(&mut results, &plan.waivers, crate::verdict::today());
     results
 }
 
-/// Write results.json, junit.xml and report.html into the run directory.
+/// Write results.json, junit.xml, report.html (English) and report.zh-CN.html into the run
+/// directory; the reports show the SHA-256 of results.json as the evidence fingerprint.
 pub fn write_reports(
     dir: &Path,
     results: &RunResults,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    write(
-        &dir.join("results.json"),
-        adaptest_reports::to_json(results)?.as_bytes(),
-    )?;
+    let json = adaptest_reports::to_json(results)?;
+    // The evidence fingerprint both reports show: SHA-256 of results.json as written.
+    let fingerprint = adaptest_reports::fingerprint::fingerprint(json.as_bytes());
+    write(&dir.join("results.json"), json.as_bytes())?;
+    drop(json);
     write(
         &dir.join("junit.xml"),
         adaptest_reports::to_junit(results)?.as_bytes(),
     )?;
-    write(
-        &dir.join("report.html"),
-        adaptest_reports::to_html(results, adaptest_reports::Lang::En)?.as_bytes(),
-    )?;
+    for (lang, name) in [
+        (adaptest_reports::Lang::En, "report.html"),
+        (adaptest_reports::Lang::ZhCn, "report.zh-CN.html"),
+    ] {
+        write(
+            &dir.join(name),
+            adaptest_reports::render_html(results, lang, &fingerprint)?.as_bytes(),
+        )?;
+    }
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Renders a generated run of 100,000 cases over 10 combinations as JSON, JUnit and HTML and
+//! Renders a generated run of 100,000 cases over 10 combinations as JSON, JUnit and the HTML
+//! certification report (English and Chinese, with verdicts, waivers and the fingerprint) and
 //! prints how long each took and how big each output is.
 //!
 //! ```text
@@ -6,8 +7,8 @@
 //! /usr/bin/time -v target/release/examples/render_bench      # peak RSS
 //! ```
 //!
-//! With `OUT_DIR`, the outputs are written there (`results.json`, `junit.xml`, `report.en.html`,
-//! `report.zh-CN.html`) so they can be opened. A counting allocator reports the peak heap each
+//! With `OUT_DIR`, the outputs are written there (`results.json`, `junit.xml`, `report.html`,
+//! `report.zh-CN.html`, as in a run directory) so they can be opened. A counting allocator reports the peak heap each
 //! renderer needs on top of the results it renders.
 
 use adaptest_reports::*;
@@ -39,13 +40,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mib(heap::current())
     );
 
-    // Like `adaptest report`: render each output, write it, drop it.
+    // Like a run's end (`rundir::write_reports`): render each output, write it, drop it; the
+    // HTML reports (both languages) show the fingerprint of results.json.
     let (json, json_time, json_peak) = measure(|| to_json(&results))?;
     println!(
         "to_json   {json_time:>9.1?}  {:>6.1} MiB  peak heap +{:.1} MiB",
         mib(json.len()),
         mib(json_peak)
     );
+    let (fingerprint, fp_time, _) =
+        measure(|| Ok(adaptest_reports::fingerprint::fingerprint(json.as_bytes())))?;
+    println!("sha256    {fp_time:>9.1?}  {fingerprint}");
     write("results.json", &json)?;
     let (parsed, parse_time, parse_peak) = measure(|| from_json(&json))?;
     println!(
@@ -65,27 +70,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write("junit.xml", &junit)?;
     drop(junit);
 
-    let (html, html_time, html_peak) = measure(|| to_html(&results, Lang::En))?;
-    println!(
-        "to_html   {html_time:>9.1?}  {:>6.1} MiB  peak heap +{:.1} MiB",
-        mib(html.len()),
-        mib(html_peak)
-    );
-    write("report.en.html", &html)?;
-    drop(html);
+    let mut html_total = Duration::ZERO;
+    for (lang, name) in [(Lang::En, "report.html"), (Lang::ZhCn, "report.zh-CN.html")] {
+        let (html, html_time, html_peak) = measure(|| render_html(&results, lang, &fingerprint))?;
+        println!(
+            "html {:<5}{html_time:>9.1?}  {:>6.1} MiB  peak heap +{:.1} MiB",
+            lang.code(),
+            mib(html.len()),
+            mib(html_peak)
+        );
+        html_total += html_time;
+        write(name, &html)?;
+    }
 
     println!(
-        "total     {:>9.1?}  (json + junit + html)",
-        json_time + junit_time + html_time
+        "total     {:>9.1?}  (json + sha256 + junit + html en + html zh-CN)",
+        json_time + fp_time + junit_time + html_total
     );
     println!(
         "peak heap {:>9.1} MiB over the whole process",
         mib(heap::peak_ever())
     );
-
-    if out_dir.is_some() {
-        write("report.zh-CN.html", &to_html(&results, Lang::ZhCn)?)?;
-    }
     Ok(())
 }
 
@@ -234,6 +239,7 @@ fn generate() -> RunResults {
                 suite_version: "1.0.0".to_owned(),
                 cases,
                 duration_ms: 3_600_000,
+                verdict: Verdict::fail_closed(),
             }
         })
         .collect();
@@ -256,12 +262,39 @@ fn generate() -> RunResults {
             name: "Bench product".to_owned(),
             version: "1.0".to_owned(),
             vendor: "Bench vendor".to_owned(),
+            ..Product::default()
         },
         environments,
         combinations,
         summary: Summary::default(),
+        certification: Certification::default(),
     };
     results.recount();
+    // Two waivers, as the harness would record them: an active one covering the failures of the
+    // first combination, an expired one matching those of the second.
+    let waiver = |n: usize, expires: &str, status| WaiverRecord {
+        case: format!("{}/*", results.combinations[n].suite),
+        target: Some(results.combinations[n].target.clone()),
+        component: None,
+        reason: "known issue, fixed in the next release".to_owned(),
+        owner: "qa@bench.example".to_owned(),
+        expires: expires.to_owned(),
+        status,
+        matched: 0,
+    };
+    results.certification.waivers = vec![
+        waiver(0, "2027-03-31", WaiverStatus::Active),
+        waiver(1, "2025-12-31", WaiverStatus::Expired),
+    ];
+    for n in 0..2 {
+        for case in &mut results.combinations[n].cases {
+            if matches!(case.status, Status::Failed | Status::Error) {
+                case.waiver = Some(n as u32);
+                results.certification.waivers[n].matched += 1;
+            }
+        }
+    }
+    adaptest_reports::verdict::judge(&mut results, "2026-01-27");
     results
 }
 
@@ -312,5 +345,6 @@ fn generate_case(suite: &str, n: usize) -> CaseResult {
         } else {
             Vec::new()
         },
+        waiver: None,
     }
 }

@@ -1,18 +1,29 @@
-//! The human-readable report: one self-contained HTML file (inline CSS and a little inline JS,
-//! nothing fetched from anywhere), in English or Simplified Chinese, printable to PDF.
+//! The certification report: one self-contained HTML file (inline CSS and a little inline JS,
+//! nothing fetched from anywhere), in English or Simplified Chinese, printable to PDF from a
+//! browser as a clean A4 document (cover page, numbered sections, page numbers).
+//!
+//! Sections: cover (product, center, report number, dates, tester/reviewer, verdict, evidence
+//! fingerprint), scope, environment, compatibility matrix, summary, test items by suite,
+//! failures with output excerpts, waivers, metrics, conclusion.
 //!
 //! The template is embedded (`templates/report.html.tera`) and rendered with tera's HTML
-//! autoescaping on, so every value from the results is escaped. Rendering stays fast and the file
-//! small for very large runs: passed cases sit in a collapsed `<details>` per combination with
-//! terse rows, and only the first [`MAX_FAILURE_DETAILS`] failures get their output excerpts.
+//! autoescaping on, so every value from the results is escaped. Rendering stays fast and the page
+//! responsive for very large runs: passed cases are collapsed per combination; beyond
+//! [`INLINE_PASSED_MAX`] passed cases in the whole run they are not HTML rows at all but compact
+//! JSON data that the page shows [`PASSED_PAGE_SIZE`] rows at a time; only the first
+//! [`MAX_FAILURE_DETAILS`] failures get their output excerpts.
 
 use crate::error::RenderError;
+use crate::labels::{self, Labels, verdict_class};
 use crate::schema::{
     CaseResult, CombinationResult, Completion, Environment, Level, RunResults, Status, Summary,
+    Verdict, WaiverStatus,
 };
 use crate::text;
+use crate::verdict::{is_waived, waiver_of};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -26,6 +37,16 @@ pub const MAX_FAILURE_DETAILS: usize = 1_000;
 
 /// Bytes kept of each stdout/stderr excerpt shown in the "Failures" section.
 pub const HTML_EXCERPT_CAP: usize = 16 * 1024;
+
+/// Up to this many passed cases in a run, they are HTML rows (collapsed, printable without
+/// JavaScript); beyond it they are paged JSON data, so the page stays light.
+pub const INLINE_PASSED_MAX: usize = 5_000;
+
+/// Passed cases per page when they are paged.
+pub const PASSED_PAGE_SIZE: usize = 500;
+
+/// Targets side by side in one environment table.
+const ENV_COLUMNS: usize = 4;
 
 /// Language of the HTML report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -43,6 +64,14 @@ impl Lang {
         match self {
             Lang::En => "en",
             Lang::ZhCn => "zh-CN",
+        }
+    }
+
+    /// The other language (the cover shows the verdict in both).
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::En => Lang::ZhCn,
+            Lang::ZhCn => Lang::En,
         }
     }
 }
@@ -68,20 +97,35 @@ impl FromStr for Lang {
     }
 }
 
-/// Render `results` as a self-contained HTML report in `lang`.
+/// Render `results` as a self-contained HTML report in `lang`. The evidence fingerprint is the
+/// SHA-256 of `to_json(results)`, i.e. of the `results.json` these results are stored as; when
+/// the stored bytes are at hand, [`render_html`] with their fingerprint avoids serializing again.
 pub fn to_html(results: &RunResults, lang: Lang) -> Result<String, RenderError> {
+    let json = crate::to_json(results)?;
+    let fingerprint = crate::fingerprint::fingerprint(json.as_bytes());
+    drop(json);
+    render_html(results, lang, &fingerprint)
+}
+
+/// Render `results` as a self-contained HTML report in `lang`, showing `fingerprint` (see
+/// [`crate::fingerprint`]) as the evidence fingerprint.
+pub fn render_html(
+    results: &RunResults,
+    lang: Lang,
+    fingerprint: &str,
+) -> Result<String, RenderError> {
     let mut tera = tera::Tera::new();
     tera.autoescape_on([".html"]);
     tera.add_raw_template(TEMPLATE_NAME, TEMPLATE)
         .map_err(RenderError::Template)?;
 
-    let view = View::new(results, lang);
+    let view = View::new(results, lang, fingerprint);
     let mut context = tera::Context::new();
     context.insert("r", &view);
 
     // A passed row is ~100 bytes; reserving avoids repeated copies of a large report.
     let cases: usize = results.combinations.iter().map(|c| c.cases.len()).sum();
-    let mut out = Vec::with_capacity(32 * 1024 + cases * 128);
+    let mut out = Vec::with_capacity(64 * 1024 + cases * 128);
     tera.render_to(TEMPLATE_NAME, &context, &mut out)
         .map_err(RenderError::Html)?;
     // The template is UTF-8 and every inserted value is a Rust string.
@@ -96,25 +140,88 @@ struct View<'a> {
     product: &'a crate::schema::Product,
     harness: &'a crate::schema::HarnessInfo,
     run_id: &'a str,
-    started_at: &'a str,
-    finished_at: &'a str,
+    test_period: String,
+    started_at: String,
+    finished_at: String,
+    report_date: &'a str,
     duration: String,
     plan: &'a str,
     completion: &'static str,
     complete: bool,
     summary: &'a Summary,
     mandatory_not_run: u64,
-    /// `pass`, `fail` or `incomplete`.
-    outcome: &'static str,
-    outcome_text: &'static str,
-    environments: Vec<EnvView<'a>>,
-    combinations: Vec<CombinationView<'a>>,
+    basis: &'a crate::schema::VerdictBasis,
+    verdict: VerdictView,
+    /// The verdict in the other language, under the main one on the cover.
+    verdict_other: &'static str,
+    conclusion: String,
+    notes: Vec<String>,
+    fingerprint: &'a str,
+    scope: ScopeView<'a>,
+    env_tables: Vec<Vec<EnvView<'a>>>,
+    matrix: MatrixView<'a>,
+    combinations: Vec<IndexRow<'a>>,
+    suites: Vec<SuiteGroup<'a>>,
+    /// Passed cases are paged JSON data rather than HTML rows.
+    passed_paged: bool,
+    page_size: usize,
     failures: Vec<FailureView<'a>>,
     failures_total: usize,
+    waivers: Vec<WaiverView<'a>>,
     metrics: Vec<MetricView<'a>>,
+    pairs: Vec<PairView<'a>>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct VerdictView {
+    /// `certified`, `notes` or `not` (the CSS class).
+    class: &'static str,
+    label: &'static str,
+}
+
+impl VerdictView {
+    fn new(verdict: Verdict, t: &'static Labels) -> Self {
+        VerdictView {
+            class: verdict_class(verdict),
+            label: t.verdict(verdict),
+        }
+    }
 }
 
 #[derive(Serialize)]
+struct ScopeView<'a> {
+    targets: Vec<ScopeTarget<'a>>,
+    components: Vec<ScopeComponent<'a>>,
+    suites: Vec<ScopeSuite<'a>>,
+    combinations: usize,
+    cases: u64,
+}
+
+#[derive(Serialize)]
+struct ScopeTarget<'a> {
+    id: &'a str,
+    kind: &'a str,
+    arch: &'a str,
+    os: String,
+}
+
+#[derive(Serialize)]
+struct ScopeComponent<'a> {
+    id: &'a str,
+    kind: &'a str,
+    /// Distinct versions over the targets, joined.
+    versions: String,
+}
+
+#[derive(Serialize)]
+struct ScopeSuite<'a> {
+    id: &'a str,
+    title: &'a str,
+    version: &'a str,
+    cases: usize,
+}
+
+#[derive(Serialize, Default)]
 struct EnvView<'a> {
     target: &'a str,
     target_kind: &'a str,
@@ -123,6 +230,7 @@ struct EnvView<'a> {
     cpu: String,
     cores: u32,
     memory_gib: String,
+    page_size: u64,
     os: String,
     kernel: &'a str,
     libc: &'a str,
@@ -130,19 +238,64 @@ struct EnvView<'a> {
 }
 
 #[derive(Serialize)]
+struct MatrixView<'a> {
+    components: Vec<&'a str>,
+    rows: Vec<MatrixRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct MatrixRow<'a> {
+    target: &'a str,
+    arch: &'a str,
+    os: String,
+    cells: Vec<Option<MatrixCell<'a>>>,
+}
+
+#[derive(Serialize)]
+struct MatrixCell<'a> {
+    verdict: VerdictView,
+    passed: u64,
+    applicable: u64,
+    version: &'a str,
+    /// Anchor of the pair's first combination.
+    anchor: String,
+}
+
+#[derive(Serialize)]
+struct IndexRow<'a> {
+    anchor: String,
+    id: &'a str,
+    counts: Summary,
+    verdict: VerdictView,
+}
+
+#[derive(Serialize)]
+struct SuiteGroup<'a> {
+    id: &'a str,
+    title: &'a str,
+    version: &'a str,
+    combinations: Vec<CombinationView<'a>>,
+}
+
+#[derive(Serialize)]
 struct CombinationView<'a> {
+    anchor: String,
     id: &'a str,
     target: &'a str,
     component: &'a str,
     component_version: &'a str,
-    suite_title: &'a str,
-    suite_version: &'a str,
     duration: String,
     counts: Summary,
+    verdict: VerdictView,
     /// Every case that did not simply pass, in plan order.
     others: Vec<CaseRow<'a>>,
-    /// Passed cases: terse rows, rendered collapsed.
+    /// Passed cases as terse rows (collapsed), when not paged.
     passed: Vec<PassedRow<'a>>,
+    passed_count: usize,
+    /// Passed cases as JSON `[[id, title, level, duration], …]`, escaped for a `<script>`
+    /// element, when paged.
+    passed_data: String,
+    passed_pages: usize,
 }
 
 #[derive(Serialize)]
@@ -155,6 +308,9 @@ struct CaseRow<'a> {
     duration: String,
     attempts: u32,
     reason: &'a str,
+    /// `waived` (an active waiver covers it) or `expired` (only an expired one matched).
+    waiver: &'static str,
+    waiver_number: usize,
     /// Index of the case in the "Failures" section, when it has an entry there.
     detail: Option<usize>,
 }
@@ -179,8 +335,26 @@ struct FailureView<'a> {
     exit_code: String,
     attempts: u32,
     log: &'a str,
+    waiver: &'static str,
+    waiver_number: usize,
+    waiver_reason: &'a str,
+    waiver_expires: &'a str,
     stdout: Cow<'a, str>,
     stderr: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct WaiverView<'a> {
+    number: usize,
+    case: &'a str,
+    target: &'a str,
+    component: &'a str,
+    reason: &'a str,
+    owner: &'a str,
+    expires: &'a str,
+    expired: bool,
+    status: &'static str,
+    matched: u64,
 }
 
 #[derive(Serialize)]
@@ -193,88 +367,140 @@ struct MetricView<'a> {
     threshold: &'a str,
 }
 
+#[derive(Serialize)]
+struct PairView<'a> {
+    target: &'a str,
+    component: &'a str,
+    verdict: VerdictView,
+}
+
 impl<'a> View<'a> {
-    fn new(results: &'a RunResults, lang: Lang) -> Self {
+    fn new(results: &'a RunResults, lang: Lang, fingerprint: &'a str) -> Self {
         let t = Labels::of(lang);
+        let certification = &results.certification;
+        let waivers = &certification.waivers;
+        let passed_total = results.summary.passed as usize;
+        let passed_paged = passed_total > INLINE_PASSED_MAX;
         let mut failures = Vec::new();
         let mut failures_total = 0;
         let mut metrics = Vec::new();
         let mut mandatory_not_run = 0;
 
-        let combinations = results
-            .combinations
-            .iter()
-            .map(|combination| {
-                let env = results.environments.get(&combination.target);
-                let mut others = Vec::new();
-                let mut passed = Vec::new();
-                for case in &combination.cases {
-                    let title = pick(lang, &case.title, &case.title_zh);
-                    let level = t.level(case.level);
-                    if case.level == Level::Mandatory && case.status == Status::NotRun {
-                        mandatory_not_run += 1;
-                    }
-                    metrics.extend(case.metrics.iter().map(|m| MetricView {
-                        combination: &combination.id,
-                        case: &case.id,
-                        name: &m.name,
-                        value: text::number(m.value),
-                        unit: &m.unit,
-                        threshold: m.threshold.as_deref().unwrap_or(""),
-                    }));
-                    if case.status == Status::Passed {
+        let mut suites: Vec<SuiteGroup<'a>> = Vec::new();
+        let mut index = Vec::with_capacity(results.combinations.len());
+        for (n, combination) in results.combinations.iter().enumerate() {
+            let anchor = format!("c{n}");
+            let env = results.environments.get(&combination.target);
+            let mut others = Vec::new();
+            let mut passed = Vec::new();
+            let mut passed_data = String::new();
+            let mut passed_count = 0;
+            for case in &combination.cases {
+                let title = pick(lang, &case.title, &case.title_zh);
+                let level = t.level(case.level);
+                if case.level == Level::Mandatory && case.status == Status::NotRun {
+                    mandatory_not_run += 1;
+                }
+                metrics.extend(case.metrics.iter().map(|m| MetricView {
+                    combination: &combination.id,
+                    case: &case.id,
+                    name: &m.name,
+                    value: text::number(m.value),
+                    unit: &m.unit,
+                    threshold: m.threshold.as_deref().unwrap_or(""),
+                }));
+                if case.status == Status::Passed {
+                    passed_count += 1;
+                    if passed_paged {
+                        push_passed_json(
+                            &mut passed_data,
+                            &case.id,
+                            title,
+                            level,
+                            case.duration_ms,
+                        );
+                    } else {
                         passed.push(PassedRow {
                             id: &case.id,
                             title,
                             level,
                             duration: text::duration(case.duration_ms),
                         });
-                        continue;
                     }
-                    let mut detail = None;
-                    if matches!(case.status, Status::Failed | Status::Error) {
-                        failures_total += 1;
-                        if failures.len() < MAX_FAILURE_DETAILS {
-                            detail = Some(failures.len());
-                            failures.push(FailureView::new(combination, case, title, t));
-                        }
+                    continue;
+                }
+                let (waiver, waiver_number) = waiver_mark(case, waivers);
+                let mut detail = None;
+                if matches!(case.status, Status::Failed | Status::Error) {
+                    failures_total += 1;
+                    if failures.len() < MAX_FAILURE_DETAILS {
+                        detail = Some(failures.len());
+                        failures.push(FailureView::new(combination, case, title, t, results));
                     }
-                    others.push(CaseRow {
-                        id: &case.id,
-                        title,
-                        level,
-                        status: case.status.as_str(),
-                        status_label: t.status(case.status),
-                        duration: text::duration(case.duration_ms),
-                        attempts: case.attempts,
-                        reason: case.reason.as_deref().unwrap_or(""),
-                        detail,
-                    });
                 }
-                CombinationView {
-                    id: &combination.id,
-                    target: &combination.target,
-                    component: &combination.component,
-                    component_version: env
-                        .and_then(|env| env.components.get(&combination.component))
-                        .map_or("", String::as_str),
-                    suite_title: pick(lang, &combination.suite_title, &combination.suite_title_zh),
-                    suite_version: &combination.suite_version,
-                    duration: text::duration(combination.duration_ms),
-                    counts: Summary::of(&combination.cases),
-                    others,
-                    passed,
-                }
-            })
-            .collect();
+                others.push(CaseRow {
+                    id: &case.id,
+                    title,
+                    level,
+                    status: case.status.as_str(),
+                    status_label: t.status(case.status),
+                    duration: text::duration(case.duration_ms),
+                    attempts: case.attempts,
+                    reason: case.reason.as_deref().unwrap_or(""),
+                    waiver,
+                    waiver_number,
+                    detail,
+                });
+            }
+            if passed_paged {
+                passed_data = close_passed_json(passed_data);
+            }
+            let counts = Summary::of(&combination.cases);
+            let verdict = VerdictView::new(combination.verdict, t);
+            index.push(IndexRow {
+                anchor: anchor.clone(),
+                id: &combination.id,
+                counts: counts.clone(),
+                verdict,
+            });
+            let view = CombinationView {
+                anchor,
+                id: &combination.id,
+                target: &combination.target,
+                component: &combination.component,
+                component_version: env
+                    .and_then(|env| env.components.get(&combination.component))
+                    .map_or("", String::as_str),
+                duration: text::duration(combination.duration_ms),
+                counts,
+                verdict,
+                others,
+                passed,
+                passed_count,
+                passed_data,
+                passed_pages: passed_count.div_ceil(PASSED_PAGE_SIZE),
+            };
+            match suites.iter_mut().find(|s| s.id == combination.suite) {
+                Some(group) => group.combinations.push(view),
+                None => suites.push(SuiteGroup {
+                    id: &combination.suite,
+                    title: pick(lang, &combination.suite_title, &combination.suite_title_zh),
+                    version: &combination.suite_version,
+                    combinations: vec![view],
+                }),
+            }
+        }
 
-        let summary = &results.summary;
-        let (outcome, outcome_text) = if summary.mandatory_failed > 0 {
-            ("fail", t.outcome_fail)
-        } else if mandatory_not_run > 0 {
-            ("incomplete", t.outcome_incomplete)
+        let product_name = format!("{} {}", results.product.name, results.product.version)
+            .trim()
+            .to_owned();
+        let complete = results.run.completion == Completion::Complete;
+        let started = timestamp(&results.run.started_at);
+        let finished = timestamp(&results.run.finished_at);
+        let test_period = if started.get(..10) == finished.get(..10) && finished.len() > 11 {
+            format!("{started} – {}", &finished[11..])
         } else {
-            ("pass", t.outcome_pass)
+            format!("{started} – {finished}")
         };
 
         View {
@@ -283,34 +509,261 @@ impl<'a> View<'a> {
             product: &results.product,
             harness: &results.harness,
             run_id: &results.run.id,
-            started_at: &results.run.started_at,
-            finished_at: &results.run.finished_at,
+            test_period,
+            started_at: started,
+            finished_at: finished,
+            report_date: if certification.judged_on.is_empty() {
+                results.run.finished_at.get(..10).unwrap_or("")
+            } else {
+                &certification.judged_on
+            },
             duration: text::duration(results.run.duration_ms),
             plan: &results.run.plan,
             completion: t.completion(results.run.completion),
-            complete: results.run.completion == Completion::Complete,
-            summary,
+            complete,
+            summary: &results.summary,
             mandatory_not_run,
-            outcome,
-            outcome_text,
-            environments: results.environments.values().map(EnvView::new).collect(),
-            combinations,
+            basis: &certification.basis,
+            verdict: VerdictView::new(certification.verdict, t),
+            verdict_other: Labels::of(lang.other()).verdict(certification.verdict),
+            conclusion: labels::conclusion(lang, &product_name, certification.verdict, complete),
+            notes: labels::notes(lang, &certification.basis, results.summary.flaky),
+            fingerprint,
+            scope: ScopeView::new(results, lang),
+            env_tables: results
+                .environments
+                .values()
+                .map(EnvView::new)
+                .collect::<Vec<_>>()
+                .chunks_mut(ENV_COLUMNS)
+                .map(|chunk| chunk.iter_mut().map(std::mem::take).collect())
+                .collect(),
+            matrix: MatrixView::new(results, t),
+            combinations: index,
+            suites,
+            passed_paged,
+            page_size: PASSED_PAGE_SIZE,
             failures,
             failures_total,
+            waivers: waivers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| WaiverView {
+                    number: i + 1,
+                    case: &w.case,
+                    target: w.target.as_deref().unwrap_or(""),
+                    component: w.component.as_deref().unwrap_or(""),
+                    reason: &w.reason,
+                    owner: &w.owner,
+                    expires: &w.expires,
+                    expired: w.status == WaiverStatus::Expired,
+                    status: t.waiver_status(w.status),
+                    matched: w.matched,
+                })
+                .collect(),
             metrics,
+            pairs: certification
+                .pairs
+                .iter()
+                .map(|p| PairView {
+                    target: &p.target,
+                    component: &p.component,
+                    verdict: VerdictView::new(p.verdict, t),
+                })
+                .collect(),
         }
+    }
+}
+
+/// How a non-passed case stands with the waivers: (`waived` | `expired` | ``, waiver number).
+fn waiver_mark(
+    case: &CaseResult,
+    waivers: &[crate::schema::WaiverRecord],
+) -> (&'static str, usize) {
+    match case.waiver {
+        Some(i) if is_waived(case, waivers) => ("waived", i as usize + 1),
+        Some(i) if waiver_of(case, waivers).is_some() => ("expired", i as usize + 1),
+        _ => ("", 0),
+    }
+}
+
+/// Append one passed case to a JSON array under construction (`[` is added first).
+fn push_passed_json(out: &mut String, id: &str, title: &str, level: &str, duration_ms: u64) {
+    out.push(if out.is_empty() { '[' } else { ',' });
+    out.push('[');
+    push_json_string(out, id);
+    out.push(',');
+    push_json_string(out, title);
+    out.push(',');
+    push_json_string(out, level);
+    out.push(',');
+    push_json_string(out, &text::duration(duration_ms));
+    out.push(']');
+}
+
+fn close_passed_json(mut out: String) -> String {
+    if out.is_empty() {
+        out.push('[');
+    }
+    out.push(']');
+    out
+}
+
+/// A JSON string literal that is also safe as the text of a `<script>` element: `<`, `>` and `&`
+/// are written as `\u` escapes, so no `</script>` or `<!--` can appear.
+fn push_json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `2026-01-27T08:30:00.123Z` → `2026-01-27 08:30:00 UTC`; anything else unchanged.
+fn timestamp(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
+impl<'a> ScopeView<'a> {
+    fn new(results: &'a RunResults, lang: Lang) -> Self {
+        let mut targets: Vec<ScopeTarget<'a>> = Vec::new();
+        let mut components: Vec<ScopeComponent<'a>> = Vec::new();
+        let mut suites: Vec<ScopeSuite<'a>> = Vec::new();
+        for c in &results.combinations {
+            if !targets.iter().any(|t| t.id == c.target) {
+                let env = results.environments.get(&c.target);
+                targets.push(ScopeTarget {
+                    id: &c.target,
+                    kind: env.map_or("", |e| e.target_kind.as_str()),
+                    arch: env.map_or("", |e| e.arch.as_str()),
+                    os: env.map(os_name).unwrap_or_default(),
+                });
+            }
+            if !components.iter().any(|x| x.id == c.component) {
+                let mut versions: Vec<&str> = Vec::new();
+                for env in results.environments.values() {
+                    if let Some(v) = env.components.get(&c.component)
+                        && !versions.contains(&v.as_str())
+                    {
+                        versions.push(v);
+                    }
+                }
+                components.push(ScopeComponent {
+                    id: &c.component,
+                    kind: &c.component_kind,
+                    versions: versions.join("; "),
+                });
+            }
+            if !suites.iter().any(|s| s.id == c.suite) {
+                suites.push(ScopeSuite {
+                    id: &c.suite,
+                    title: pick(lang, &c.suite_title, &c.suite_title_zh),
+                    version: &c.suite_version,
+                    cases: c.cases.len(),
+                });
+            }
+        }
+        ScopeView {
+            targets,
+            components,
+            suites,
+            combinations: results.combinations.len(),
+            cases: results.summary.total,
+        }
+    }
+}
+
+impl<'a> MatrixView<'a> {
+    fn new(results: &'a RunResults, t: &'static Labels) -> Self {
+        let mut targets: Vec<&'a str> = Vec::new();
+        let mut components: Vec<&'a str> = Vec::new();
+        // (target, component) → (verdict, passed, applicable, first combination index)
+        let mut cells: BTreeMap<(&str, &str), (Verdict, u64, u64, usize)> = BTreeMap::new();
+        for (n, c) in results.combinations.iter().enumerate() {
+            if !targets.contains(&c.target.as_str()) {
+                targets.push(&c.target);
+            }
+            if !components.contains(&c.component.as_str()) {
+                components.push(&c.component);
+            }
+            let counts = Summary::of(&c.cases);
+            let passed = counts.passed + counts.flaky;
+            let applicable = counts.total - counts.skipped;
+            cells
+                .entry((&c.target, &c.component))
+                .and_modify(|e| {
+                    e.0 = e.0.max(c.verdict);
+                    e.1 += passed;
+                    e.2 += applicable;
+                })
+                .or_insert((c.verdict, passed, applicable, n));
+        }
+        // The stored pair verdicts are authoritative when present.
+        for p in &results.certification.pairs {
+            if let Some(e) = cells.get_mut(&(p.target.as_str(), p.component.as_str())) {
+                e.0 = p.verdict;
+            }
+        }
+        let rows = targets
+            .iter()
+            .map(|&target| {
+                let env = results.environments.get(target);
+                MatrixRow {
+                    target,
+                    arch: env.map_or("", |e| e.arch.as_str()),
+                    os: env.map(os_name).unwrap_or_default(),
+                    cells: components
+                        .iter()
+                        .map(|&component| {
+                            cells.get(&(target, component)).map(
+                                |&(verdict, passed, applicable, n)| MatrixCell {
+                                    verdict: VerdictView::new(verdict, t),
+                                    passed,
+                                    applicable,
+                                    version: env
+                                        .and_then(|e| e.components.get(component))
+                                        .map_or("", String::as_str),
+                                    anchor: format!("c{n}"),
+                                },
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        MatrixView { components, rows }
+    }
+}
+
+fn os_name(env: &Environment) -> String {
+    if env.os_name.is_empty() {
+        format!("{} {}", env.os_id, env.os_version)
+            .trim()
+            .to_owned()
+    } else {
+        env.os_name.clone()
     }
 }
 
 impl<'a> EnvView<'a> {
     fn new(env: &'a Environment) -> Self {
-        let os = if env.os_name.is_empty() {
-            format!("{} {}", env.os_id, env.os_version)
-                .trim()
-                .to_owned()
-        } else {
-            env.os_name.clone()
-        };
         let cpu = if env.cpu_vendor.is_empty() || env.cpu_model.contains(&env.cpu_vendor) {
             env.cpu_model.clone()
         } else {
@@ -324,7 +777,8 @@ impl<'a> EnvView<'a> {
             cpu,
             cores: env.cores,
             memory_gib: format!("{:.1}", env.memory_bytes as f64 / (1u64 << 30) as f64),
-            os,
+            page_size: env.page_size,
+            os: os_name(env),
             kernel: &env.kernel,
             libc: &env.libc,
             components: env
@@ -342,7 +796,11 @@ impl<'a> FailureView<'a> {
         case: &'a CaseResult,
         title: &'a str,
         t: &'static Labels,
+        results: &'a RunResults,
     ) -> Self {
+        let waivers = &results.certification.waivers;
+        let (waiver, waiver_number) = waiver_mark(case, waivers);
+        let record = waiver_of(case, waivers);
         FailureView {
             combination: &combination.id,
             id: &case.id,
@@ -354,6 +812,10 @@ impl<'a> FailureView<'a> {
             exit_code: case.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             attempts: case.attempts,
             log: case.log.as_deref().unwrap_or(""),
+            waiver,
+            waiver_number,
+            waiver_reason: record.map_or("", |w| w.reason.as_str()),
+            waiver_expires: record.map_or("", |w| w.expires.as_str()),
             stdout: text::bounded(&case.stdout, HTML_EXCERPT_CAP),
             stderr: text::bounded(&case.stderr, HTML_EXCERPT_CAP),
         }
@@ -361,7 +823,7 @@ impl<'a> FailureView<'a> {
 }
 
 /// `primary` in the chosen language, falling back to the other language when it is empty.
-fn pick<'a>(lang: Lang, en: &'a str, zh: &'a str) -> &'a str {
+pub(crate) fn pick<'a>(lang: Lang, en: &'a str, zh: &'a str) -> &'a str {
     let (first, second) = match lang {
         Lang::En => (en, zh),
         Lang::ZhCn => (zh, en),
@@ -373,265 +835,32 @@ fn pick<'a>(lang: Lang, en: &'a str, zh: &'a str) -> &'a str {
     }
 }
 
-/// Every fixed string of the report, per language.
-#[derive(Serialize)]
-struct Labels {
-    /// `: ` in English, the full-width `：` in Chinese.
-    colon: &'static str,
-    report_title: &'static str,
-    product: &'static str,
-    version: &'static str,
-    vendor: &'static str,
-    run_id: &'static str,
-    started: &'static str,
-    finished: &'static str,
-    duration: &'static str,
-    plan: &'static str,
-    completion: &'static str,
-    harness: &'static str,
-    summary: &'static str,
-    total: &'static str,
-    passed: &'static str,
-    flaky: &'static str,
-    failed: &'static str,
-    error: &'static str,
-    skipped: &'static str,
-    not_run: &'static str,
-    mandatory_failed: &'static str,
-    mandatory_not_run: &'static str,
-    outcome: &'static str,
-    outcome_pass: &'static str,
-    outcome_fail: &'static str,
-    outcome_incomplete: &'static str,
-    environment: &'static str,
-    target: &'static str,
-    target_kind: &'static str,
-    hostname: &'static str,
-    arch: &'static str,
-    cpu: &'static str,
-    cores: &'static str,
-    memory_gib: &'static str,
-    os: &'static str,
-    kernel: &'static str,
-    libc: &'static str,
-    components: &'static str,
-    component: &'static str,
-    results: &'static str,
-    combination: &'static str,
-    suite_version: &'static str,
-    case: &'static str,
-    title: &'static str,
-    level: &'static str,
-    status: &'static str,
-    attempts: &'static str,
-    reason: &'static str,
-    details: &'static str,
-    passed_cases: &'static str,
-    no_cases: &'static str,
-    failures: &'static str,
-    no_failures: &'static str,
-    failures_shown: &'static str,
-    exit_code: &'static str,
-    log: &'static str,
-    stdout: &'static str,
-    stderr: &'static str,
-    metrics: &'static str,
-    metric: &'static str,
-    value: &'static str,
-    unit: &'static str,
-    threshold: &'static str,
-    expand_all: &'static str,
-    collapse_all: &'static str,
-    contents: &'static str,
-    generated_by: &'static str,
-    mandatory: &'static str,
-    optional: &'static str,
-    completion_complete: &'static str,
-    completion_interrupted: &'static str,
-    completion_fail_fast: &'static str,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Labels {
-    fn of(lang: Lang) -> &'static Labels {
-        match lang {
-            Lang::En => &EN,
-            Lang::ZhCn => &ZH_CN,
-        }
+    #[test]
+    fn json_in_script_cannot_close_the_element() {
+        let mut out = String::new();
+        push_json_string(&mut out, "</script><!-- \"x\" & \\ \n");
+        assert_eq!(
+            out,
+            r#""\u003c/script\u003e\u003c!-- \"x\" \u0026 \\ \u000a""#
+        );
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, "</script><!-- \"x\" & \\ \n");
     }
 
-    fn level(&self, level: Level) -> &'static str {
-        match level {
-            Level::Mandatory => self.mandatory,
-            Level::Optional => self.optional,
-        }
-    }
-
-    fn status(&self, status: Status) -> &'static str {
-        match status {
-            Status::Passed => self.passed,
-            Status::Flaky => self.flaky,
-            Status::Failed => self.failed,
-            Status::Error => self.error,
-            Status::Skipped => self.skipped,
-            Status::NotRun => self.not_run,
-        }
-    }
-
-    fn completion(&self, completion: Completion) -> &'static str {
-        match completion {
-            Completion::Complete => self.completion_complete,
-            Completion::Interrupted => self.completion_interrupted,
-            Completion::FailFast => self.completion_fail_fast,
-        }
+    #[test]
+    fn timestamps_read_as_utc() {
+        assert_eq!(
+            timestamp("2026-01-27T08:30:00.123456Z"),
+            "2026-01-27 08:30:00 UTC"
+        );
+        assert_eq!(
+            timestamp("2026-01-27T16:30:00+08:00"),
+            "2026-01-27 08:30:00 UTC"
+        );
+        assert_eq!(timestamp("yesterday"), "yesterday");
     }
 }
-
-static EN: Labels = Labels {
-    colon: ": ",
-    report_title: "Compatibility Test Report",
-    product: "Product",
-    version: "Version",
-    vendor: "Vendor",
-    run_id: "Run ID",
-    started: "Started",
-    finished: "Finished",
-    duration: "Duration",
-    plan: "Test plan",
-    completion: "Completion",
-    harness: "Test harness",
-    summary: "Summary",
-    total: "Total",
-    passed: "Passed",
-    flaky: "Flaky (passed on retry)",
-    failed: "Failed",
-    error: "Error",
-    skipped: "Skipped",
-    not_run: "Not run",
-    mandatory_failed: "Mandatory failures",
-    mandatory_not_run: "Mandatory cases not run",
-    outcome: "Outcome",
-    outcome_pass: "All mandatory cases passed",
-    outcome_fail: "Mandatory cases failed",
-    outcome_incomplete: "Incomplete: some mandatory cases did not run",
-    environment: "Environment",
-    target: "Target",
-    target_kind: "Target kind",
-    hostname: "Host name",
-    arch: "Architecture",
-    cpu: "CPU model",
-    cores: "Cores",
-    memory_gib: "Memory (GiB)",
-    os: "Operating system",
-    kernel: "Kernel",
-    libc: "C library",
-    components: "Component versions",
-    component: "Component",
-    results: "Results",
-    combination: "Combination",
-    suite_version: "Suite version",
-    case: "Case",
-    title: "Title",
-    level: "Level",
-    status: "Status",
-    attempts: "Attempts",
-    reason: "Reason",
-    details: "details",
-    passed_cases: "Passed cases",
-    no_cases: "No cases.",
-    failures: "Failures",
-    no_failures: "No case failed.",
-    failures_shown: "Output is shown for the first failures only; all of them are listed in the tables above. Shown / total",
-    exit_code: "Exit code",
-    log: "Log",
-    stdout: "Standard output",
-    stderr: "Standard error",
-    metrics: "Metrics",
-    metric: "Metric",
-    value: "Value",
-    unit: "Unit",
-    threshold: "Threshold",
-    expand_all: "Expand all",
-    collapse_all: "Collapse all",
-    contents: "Combinations",
-    generated_by: "Generated by",
-    mandatory: "mandatory",
-    optional: "optional",
-    completion_complete: "complete",
-    completion_interrupted: "interrupted",
-    completion_fail_fast: "stopped at the first failure (fail-fast)",
-};
-
-static ZH_CN: Labels = Labels {
-    colon: "：",
-    report_title: "兼容性测试报告",
-    product: "产品",
-    version: "版本",
-    vendor: "厂商",
-    run_id: "运行编号",
-    started: "开始时间",
-    finished: "结束时间",
-    duration: "耗时",
-    plan: "测试计划",
-    completion: "完成情况",
-    harness: "测试工具",
-    summary: "概要",
-    total: "总数",
-    passed: "通过",
-    flaky: "重试后通过",
-    failed: "失败",
-    error: "错误",
-    skipped: "跳过",
-    not_run: "未运行",
-    mandatory_failed: "必测项失败",
-    mandatory_not_run: "必测项未运行",
-    outcome: "结论",
-    outcome_pass: "所有必测用例均已通过",
-    outcome_fail: "存在未通过的必测用例",
-    outcome_incomplete: "测试未完成：部分必测用例未运行",
-    environment: "测试环境",
-    target: "测试目标",
-    target_kind: "目标类型",
-    hostname: "主机名",
-    arch: "架构",
-    cpu: "CPU 型号",
-    cores: "核数",
-    memory_gib: "内存 (GiB)",
-    os: "操作系统",
-    kernel: "内核",
-    libc: "C 库",
-    components: "组件版本",
-    component: "组件",
-    results: "测试结果",
-    combination: "测试组合",
-    suite_version: "套件版本",
-    case: "用例",
-    title: "名称",
-    level: "级别",
-    status: "状态",
-    attempts: "尝试次数",
-    reason: "原因",
-    details: "详情",
-    passed_cases: "已通过用例",
-    no_cases: "无用例。",
-    failures: "失败项",
-    no_failures: "无失败用例。",
-    failures_shown: "仅显示前若干失败项的输出，全部失败项见上方各表。显示 / 总数",
-    exit_code: "退出码",
-    log: "日志",
-    stdout: "标准输出",
-    stderr: "标准错误",
-    metrics: "性能指标",
-    metric: "指标",
-    value: "数值",
-    unit: "单位",
-    threshold: "阈值",
-    expand_all: "全部展开",
-    collapse_all: "全部折叠",
-    contents: "测试组合",
-    generated_by: "生成工具",
-    mandatory: "必测",
-    optional: "可选",
-    completion_complete: "完整",
-    completion_interrupted: "已中断",
-    completion_fail_fast: "遇到失败后停止 (fail-fast)",
-};

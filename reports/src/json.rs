@@ -17,7 +17,8 @@ pub fn to_json(results: &RunResults) -> Result<String, RenderError> {
 ///
 /// The `schema_version` is checked before anything else, so a document from a newer harness is
 /// refused with [`RenderError::NewerSchema`] (naming both versions) rather than with whatever
-/// field happens not to parse. Unknown fields are ignored, as the schema promises.
+/// field happens not to parse. Unknown fields are ignored, as the schema promises. A version 1
+/// document (before verdicts) is judged on reading, with no waivers.
 pub fn from_json(text: &str) -> Result<RunResults, RenderError> {
     /// Only the version: every other field is skipped, whatever its shape.
     #[derive(Deserialize)]
@@ -32,5 +33,11 @@ pub fn from_json(text: &str) -> Result<RunResults, RenderError> {
             supported: SCHEMA_VERSION,
         });
     }
-    serde_json::from_str(text).map_err(RenderError::ParseJson)
+    let mut results: RunResults = serde_json::from_str(text).map_err(RenderError::ParseJson)?;
+    if probe.schema_version < 2 {
+        // Version 1 had no verdicts (and no waivers): judge it now, as of the day it finished.
+        let finished_on = results.run.finished_at.get(..10).unwrap_or("").to_owned();
+        crate::verdict::judge(&mut results, &finished_on);
+    }
+    Ok(results)
 }

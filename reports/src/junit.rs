@@ -1,6 +1,9 @@
 //! JUnit XML (`junit.xml`) for CI systems: one `<testsuite>` per combination, one `<testcase>`
 //! per case, the target's environment as suite properties and metrics as case properties.
 //!
+//! Each suite carries its combination's `verdict` as a property; a failed case that matched a
+//! waiver carries `waiver` (`active: reason` or `expired: reason`).
+//!
 //! Status mapping: `passed` → success; `flaky` → success with one `<flakyFailure>` per failed
 //! attempt; `failed` → `<failure>`; `error` → `<error>`; `skipped` and `not_run` → `<skipped>`
 //! (told apart by its `type`).
@@ -12,7 +15,10 @@
 //! logs.
 
 use crate::error::RenderError;
-use crate::schema::{CaseResult, CombinationResult, Environment, Level, RunResults, Status};
+use crate::schema::{
+    CaseResult, CombinationResult, Environment, Level, RunResults, Status, WaiverRecord,
+    WaiverStatus,
+};
 use crate::text;
 use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
@@ -47,11 +53,12 @@ pub fn to_junit(results: &RunResults) -> Result<String, RenderError> {
         let mut suite = TestSuite::new(combination.id.as_str());
         suite.set_time(Duration::from_millis(combination.duration_ms));
         suite.add_properties(suite_properties(results, combination, env));
+        let waivers = &results.certification.waivers;
         suite.add_test_cases(
             combination
                 .cases
                 .iter()
-                .map(|case| test_case(combination, case, &mut budget)),
+                .map(|case| test_case(combination, case, waivers, &mut budget)),
         );
         report.add_test_suite(suite);
     }
@@ -87,12 +94,14 @@ fn suite_properties(
     }
     props.push(Property::new("suite", &combination.suite));
     props.push(Property::new("suite_version", &combination.suite_version));
+    props.push(Property::new("verdict", combination.verdict.as_str()));
     props
 }
 
 fn test_case(
     combination: &CombinationResult,
     case: &CaseResult,
+    waivers: &[WaiverRecord],
     budget: &mut OutputBudget,
 ) -> TestCase {
     let reason = case.reason.as_deref().filter(|r| !r.is_empty());
@@ -137,6 +146,14 @@ fn test_case(
     test_case.set_classname(combination.suite.as_str());
     test_case.set_time(Duration::from_millis(case.duration_ms));
     test_case.add_properties(case_properties(case));
+    if let Some(w) = crate::verdict::waiver_of(case, waivers) {
+        // `active: reason` (the failure is waived) or `expired: reason` (it is not).
+        let state = match w.status {
+            WaiverStatus::Active => "active",
+            WaiverStatus::Expired => "expired",
+        };
+        test_case.add_property(Property::new("waiver", format!("{state}: {}", w.reason)));
+    }
 
     if case.status != Status::Passed {
         if let Some((stdout, stderr)) = budget.take(case) {

@@ -7,7 +7,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version of the `results.json` schema written by this crate.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// History: 1 — cases, environments, summary. 2 — certification: a verdict per combination,
+/// per target × component pair and overall, the plan's waivers and which failed case each one
+/// matched, and the report cover fields of [`Product`]. Version 1 documents are still read: their
+/// verdicts are computed on reading (they had no waivers).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything one run produced: the document every report is rendered from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,6 +25,9 @@ pub struct RunResults {
     pub environments: BTreeMap<String, Environment>,
     pub combinations: Vec<CombinationResult>,
     pub summary: Summary,
+    /// Verdicts and waivers (schema 2; computed on reading a version 1 document).
+    #[serde(default)]
+    pub certification: Certification,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,12 +57,24 @@ pub enum Completion {
     FailFast,
 }
 
-/// The product under test.
+/// The product under test, and who certifies it (the report cover).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Product {
     pub name: String,
     pub version: String,
     pub vendor: String,
+    /// The adaptation center issuing the report (schema 2; empty when not given).
+    #[serde(default)]
+    pub center: String,
+    /// The center's report number (schema 2).
+    #[serde(default)]
+    pub report_number: String,
+    /// Who ran the tests (schema 2).
+    #[serde(default)]
+    pub tester: String,
+    /// Who reviewed the report (schema 2).
+    #[serde(default)]
+    pub reviewer: String,
 }
 
 /// What a target is: hardware, OS and runtime, captured the same way on every target kind.
@@ -98,6 +118,9 @@ pub struct CombinationResult {
     pub suite_version: String,
     pub cases: Vec<CaseResult>,
     pub duration_ms: u64,
+    /// The verdict on this combination (schema 2; see [`crate::verdict`]).
+    #[serde(default = "Verdict::fail_closed")]
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +142,11 @@ pub struct CaseResult {
     pub log: Option<String>,
     pub tags: Vec<String>,
     pub metrics: Vec<Metric>,
+    /// For a failed or errored case: the waiver of the plan that matched it, as an index into
+    /// [`Certification::waivers`] (an active one if any matched, else an expired one). Whether
+    /// it applied is that waiver's [`WaiverRecord::status`]. Absent otherwise (schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiver: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -218,4 +246,115 @@ impl RunResults {
     pub fn recount(&mut self) {
         self.summary = Summary::of(self.combinations.iter().flat_map(|c| &c.cases));
     }
+}
+
+/// A certification verdict. Ordered from best to worst, so the verdict of a group is the
+/// maximum of its members'.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// 兼容: every mandatory case passed, nothing to note.
+    Certified,
+    /// 基本兼容: no unwaived mandatory failure, but optional failures, waived mandatory
+    /// failures or cases that did not run (an incomplete run is never better than this).
+    CertifiedWithNotes,
+    /// 不兼容: a mandatory case failed (or errored) and no valid waiver covers it.
+    NotCertified,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Certified => "certified",
+            Verdict::CertifiedWithNotes => "certified_with_notes",
+            Verdict::NotCertified => "not_certified",
+        }
+    }
+
+    /// The default of a verdict missing from a document: never better than the evidence.
+    pub fn fail_closed() -> Verdict {
+        Verdict::NotCertified
+    }
+}
+
+/// The certification part of a run: verdicts, the facts they rest on, and the waivers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Certification {
+    /// The overall verdict: the worst of every pair's, and at best `certified_with_notes` when
+    /// the run is incomplete.
+    pub verdict: Verdict,
+    /// The local calendar date (`YYYY-MM-DD`) the verdict was reached on; waiver expiry is
+    /// judged against it.
+    pub judged_on: String,
+    /// The counts behind [`Certification::verdict`].
+    pub basis: VerdictBasis,
+    /// One verdict per target × component pair (the worst of its combinations), in plan order.
+    pub pairs: Vec<PairVerdict>,
+    /// The plan's waivers, in plan order, each with its status on `judged_on`.
+    pub waivers: Vec<WaiverRecord>,
+}
+
+impl Default for Certification {
+    /// Not judged yet: fails closed.
+    fn default() -> Self {
+        Certification {
+            verdict: Verdict::fail_closed(),
+            judged_on: String::new(),
+            basis: VerdictBasis::default(),
+            pairs: Vec::new(),
+            waivers: Vec::new(),
+        }
+    }
+}
+
+/// Why a verdict is what it is, counted over every case of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerdictBasis {
+    /// Mandatory cases failed or errored with no active waiver: each makes `not_certified`.
+    pub mandatory_failed: u64,
+    /// Mandatory cases failed or errored, covered by an active waiver.
+    pub mandatory_waived: u64,
+    /// Optional cases failed or errored (waived or not).
+    pub optional_failed: u64,
+    /// Cases planned but not run, of any level.
+    pub not_run: u64,
+    /// Failed or errored cases whose only matching waiver had expired (counted above too).
+    pub expired_waiver: u64,
+    /// Every planned case ran (the run was neither interrupted nor stopped by fail-fast).
+    pub complete: bool,
+}
+
+/// The verdict on one target × component pair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PairVerdict {
+    pub target: String,
+    pub component: String,
+    pub verdict: Verdict,
+}
+
+/// A waiver from the plan: a known failure accepted until a date.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WaiverRecord {
+    /// `suite-id/case-id` glob pattern.
+    pub case: String,
+    /// Target id glob; absent: every target.
+    pub target: Option<String>,
+    /// Component id glob; absent: every component.
+    pub component: Option<String>,
+    pub reason: String,
+    pub owner: String,
+    /// The last day (`YYYY-MM-DD`) on which the waiver applies.
+    pub expires: String,
+    pub status: WaiverStatus,
+    /// Failed or errored cases this waiver matched (and so covers, when active).
+    pub matched: u64,
+}
+
+/// Whether a waiver applies on [`Certification::judged_on`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WaiverStatus {
+    Active,
+    /// Past its `expires` date: listed in the report, never applied.
+    Expired,
 }

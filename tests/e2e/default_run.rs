@@ -34,6 +34,24 @@ fn default_run_passes_os_basic_on_this_machine() {
             assert_eq!(c["status"], "passed", "mandatory case failed: {c}");
         }
     }
+    let sql = res["combinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "local/sqlite/db.sql-core")
+        .expect("db.sql-core ran on the embedded SQLite");
+    let sql_cases = sql["cases"].as_array().unwrap();
+    assert!(
+        sql_cases.len() >= 10,
+        "db.sql-core has {} cases",
+        sql_cases.len()
+    );
+    for c in sql_cases {
+        assert!(
+            matches!(c["status"].as_str(), Some("passed" | "skipped")),
+            "db.sql-core case on SQLite: {c}"
+        );
+    }
     let env = &res["environments"]["local"];
     let uname = std::process::Command::new("uname")
         .arg("-m")

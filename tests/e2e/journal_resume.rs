@@ -141,3 +141,78 @@ fn resume_of_something_that_is_not_a_run_is_refused() {
         r.stderr
     );
 }
+
+#[test]
+fn sigint_stops_cleanly_keeps_the_journal_and_resume_finishes() {
+    let sb = Sandbox::new();
+    let mut suite = String::from("[suite]\nid = \"t.int\"\ntitle = \"int\"\ncomponent = \"os\"\n");
+    suite.push_str("\n[[case]]\nid = \"quick\"\ntitle = \"quick\"\nrun = \"echo done\"\n");
+    let marker = sb.path().join("resumed");
+    suite.push_str(&format!(
+        "\n[[case]]\nid = \"long\"\ntitle = \"long\"\nrun = \"test -e {} || sleep 60\"\n",
+        marker.display()
+    ));
+    suite.push_str("\n[[case]]\nid = \"after\"\ntitle = \"after\"\nrun = \"true\"\n");
+    sb.write("suites/t.toml", &suite);
+    sb.write("plan.toml", &local_plan(&["t.int"]));
+    let child = sb
+        .cmd(&[
+            "run",
+            "--plan",
+            "plan.toml",
+            "--suites",
+            "suites",
+            "--no-builtin",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the long case is running (the quick one is journaled), then Ctrl-C.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let journaled = std::fs::read_dir(sb.path().join("adaptest-runs"))
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(Result::ok)
+            .and_then(|d| std::fs::read_to_string(d.path().join("journal.jsonl")).ok())
+            .is_some_and(|t| case_records(&t).len() == 1);
+        if journaled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first case never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "Ctrl-C did not stop the run promptly"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = sb.run_dir();
+    let res = results(&dir);
+    assert_eq!(res["run"]["completion"], "interrupted");
+    let statuses: Vec<String> = case_statuses(&res).into_iter().map(|(_, _, s)| s).collect();
+    assert_eq!(statuses, ["passed", "not_run", "not_run"]);
+    // The interrupted case was not recorded; a resume runs it and the rest.
+    std::fs::write(&marker, "").unwrap();
+    let r = sb.run(&["run", "--resume", dir.to_str().unwrap()]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("1 already done"), "{}", r.stdout);
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let ids: Vec<String> = case_records(&journal)
+        .iter()
+        .map(|r| r["case"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids[0], "quick");
+    assert_eq!(ids.iter().filter(|i| *i == "quick").count(), 1);
+}

@@ -9,8 +9,21 @@
 
 mod util;
 
+mod bundle;
+mod certification;
+mod chromium;
+mod compare;
 mod default_run;
+mod import;
 mod journal_resume;
+mod lifecycle;
 mod malformed;
+mod middleware;
+mod plugins;
+mod qemu_system;
+mod qemu_user;
 mod reports;
 mod scheduling;
+mod shards;
+mod sql;
+mod ssh_target;

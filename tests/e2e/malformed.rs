@@ -112,7 +112,7 @@ fn cases() -> Vec<(&'static str, &'static str, String, usize, &'static str)> {
         (
             "plan: suite pattern matches nothing",
             "p3.toml",
-            format!("{plan_head}\n[[matrix]]\ntargets = [\"local\"]\ncomponents = [\"os\"]\nsuites = [\"db.*\"]\n"),
+            format!("{plan_head}\n[[matrix]]\ntargets = [\"local\"]\ncomponents = [\"os\"]\nsuites = [\"nosuch.*\"]\n"),
             11,
             "matrix[0].suites",
         ),

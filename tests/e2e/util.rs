@@ -126,3 +126,95 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The workspace's root directory (where `scripts/` lives).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("harness/ has a parent")
+        .to_path_buf()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A payload built by `scripts/build-payloads.sh` (`aarch64`: the arm64 Debian rootfs with
+/// redis-server; `loongarch64`: the LoongArch sysroot). Builds it on first use (minutes) and
+/// reuses the cache after that; fails the test with the script's output when it cannot.
+pub fn payload(which: &str) -> PathBuf {
+    let script = workspace().join("scripts/build-payloads.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(which)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(_, p)| PathBuf::from(p))
+        .next_back();
+    match path {
+        Some(p) if out.status.success() && p.is_dir() => p,
+        _ => panic!(
+            "the `{which}` payload is missing and scripts/build-payloads.sh could not build it \
+             (run `scripts/build-payloads.sh {which}` as root to see why)\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Every descendant of `pid` (children, their children, …), found through `/proc`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let cur = found[i];
+        for &(p, pp) in &parent_of {
+            if pp == cur && !found.contains(&p) {
+                found.push(p);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILL `pid` and every descendant of it (processes this test started).
+pub fn kill_tree(pid: i32) {
+    let mut all = descendants(pid);
+    all.push(pid);
+    for p in all {
+        if p > 1 {
+            // SAFETY: kill(2) with a pid > 1 that this test started (or one of its children).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}

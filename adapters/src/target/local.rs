@@ -8,8 +8,8 @@ use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStdin, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(target_os = "linux")]
@@ -33,14 +33,6 @@ impl LocalTarget {
     /// The host, known in the plan as `id`.
     pub fn new(id: impl Into<String>) -> Self {
         LocalTarget { id: id.into() }
-    }
-
-    fn spawn_error(&self, command: &str, source: std::io::Error) -> TargetError {
-        TargetError::Spawn {
-            target: self.id.clone(),
-            command: super::short_command(command),
-            source,
-        }
     }
 }
 
@@ -84,105 +76,24 @@ impl Target for LocalTarget {
             cwd,
             timeout,
             capture_limit,
+            keep_background,
         } = req;
 
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(&command)
-            .process_group(0)
-            .kill_on_drop(true)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .envs(env);
+        cmd.arg("-c").arg(&command).envs(env);
         if let Some(dir) = &cwd {
             cmd.current_dir(dir);
         }
-
-        let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| self.spawn_error(&command, e))?;
-        let Some(pid) = child.id() else {
-            let e = std::io::Error::other("spawned child has no pid");
-            return Err(self.spawn_error(&command, e));
-        };
-        // Until the child is reaped, dropping this future (the caller gave up on us) kills the
-        // tree; `kill_on_drop` then lets tokio reap the child.
-        let mut guard = TreeGuard { pid, armed: true };
-
-        let mut out = Capture::new(capture_limit);
-        let mut err = Capture::new(capture_limit);
-        let stdin_pipe = child.stdin.take();
-        let stdout_pipe = child.stdout.take();
-        let stderr_pipe = child.stderr.take();
-        let (status, timed_out, cancelled, duration) = {
-            let io = async {
-                tokio::join!(
-                    feed_stdin(stdin_pipe, stdin),
-                    drain(stdout_pipe, &mut out),
-                    drain(stderr_pipe, &mut err),
-                )
-            };
-            tokio::pin!(io);
-            let mut io_done = false;
-            let deadline = tokio::time::sleep(timeout);
-            tokio::pin!(deadline);
-
-            let ending = loop {
-                tokio::select! {
-                    biased;
-                    status = child.wait() => break Ending::Exited(status),
-                    () = cancel.cancelled() => break Ending::Cancelled,
-                    () = &mut deadline => break Ending::TimedOut,
-                    _ = &mut io, if !io_done => io_done = true,
-                }
-            };
-            let (status, timed_out, cancelled) = match ending {
-                Ending::Exited(status) => {
-                    // The leader is gone; whatever it left in its group goes too (this also
-                    // closes the pipes those leftovers hold, so draining below ends at once).
-                    kill_group(pid);
-                    (status, false, false)
-                }
-                Ending::TimedOut => {
-                    kill_tree(pid);
-                    (child.wait().await, true, false)
-                }
-                Ending::Cancelled => {
-                    kill_tree(pid);
-                    (child.wait().await, false, true)
-                }
-            };
-            let duration = started.elapsed();
-            if status.is_ok() {
-                // Reaped: its pid may be reused from now on, so the guard must not fire.
-                guard.armed = false;
-                if !io_done {
-                    // Ignored timeout: a process outside the group still holds a pipe.
-                    let _ = tokio::time::timeout(DRAIN_GRACE, &mut io).await;
-                }
-            }
-            (status, timed_out, cancelled, duration)
-        };
-        let status = status.map_err(|source| TargetError::Io {
-            target: self.id.clone(),
-            source,
-        })?;
-
-        Ok(ExecOutput {
-            exit_code: status.code(),
-            signal: status.signal(),
-            stdout: out.buf,
-            stderr: err.buf,
-            stdout_dropped: out.dropped,
-            stderr_dropped: err.dropped,
-            timed_out,
-            cancelled,
-            duration,
-        })
+        run_command(
+            &self.id,
+            cmd,
+            &command,
+            stdin,
+            timeout,
+            (capture_limit, keep_background),
+            cancel,
+        )
+        .await
     }
 
     async fn environment(&self) -> Result<Environment, TargetError> {
@@ -217,6 +128,122 @@ impl Target for LocalTarget {
     async fn stop(&self) -> Result<(), TargetError> {
         Ok(())
     }
+}
+
+/// Spawn `cmd` (a host program, typically `/bin/sh -c …`; the caller set its program, arguments,
+/// environment and working directory) in a process group of its own, feed it `stdin`, capture
+/// its output up to `capture_limit`, and kill its whole tree on timeout, cancel or drop, as well
+/// as whatever it leaves in its group when it exits. Shared by every target whose commands are
+/// processes on this host (`local`, `qemu-user`). `command` names it in errors.
+pub(super) async fn run_command(
+    target: &str,
+    mut cmd: Command,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+    capture: (usize, bool),
+    cancel: &CancellationToken,
+) -> Result<ExecOutput, TargetError> {
+    let (capture_limit, keep_background) = capture;
+    let spawn_error = |source: std::io::Error| TargetError::Spawn {
+        target: target.to_owned(),
+        command: super::short_command(command),
+        source,
+    };
+    cmd.process_group(0)
+        .kill_on_drop(true)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let Some(pid) = child.id() else {
+        return Err(spawn_error(std::io::Error::other(
+            "spawned child has no pid",
+        )));
+    };
+    // Until the child is reaped, dropping this future (the caller gave up on us) kills the
+    // tree; `kill_on_drop` then lets tokio reap the child.
+    let mut guard = TreeGuard { pid, armed: true };
+
+    let mut out = Capture::new(capture_limit);
+    let mut err = Capture::new(capture_limit);
+    let stdin_pipe = child.stdin.take();
+    let stdout_pipe = child.stdout.take();
+    let stderr_pipe = child.stderr.take();
+    let (status, timed_out, cancelled, duration) = {
+        let io = async {
+            tokio::join!(
+                feed_stdin(stdin_pipe, stdin),
+                drain(stdout_pipe, &mut out),
+                drain(stderr_pipe, &mut err),
+            )
+        };
+        tokio::pin!(io);
+        let mut io_done = false;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+
+        let ending = loop {
+            tokio::select! {
+                biased;
+                status = child.wait() => break Ending::Exited(status),
+                () = cancel.cancelled() => break Ending::Cancelled,
+                () = &mut deadline => break Ending::TimedOut,
+                _ = &mut io, if !io_done => io_done = true,
+            }
+        };
+        let (status, timed_out, cancelled) = match ending {
+            Ending::Exited(status) => {
+                // The leader is gone; whatever it left in its group goes too (this also
+                // closes the pipes those leftovers hold, so draining below ends at once) —
+                // unless the command's purpose is to leave a service running.
+                if !keep_background {
+                    kill_group(pid);
+                }
+                (status, false, false)
+            }
+            Ending::TimedOut => {
+                kill_tree(pid);
+                (child.wait().await, true, false)
+            }
+            Ending::Cancelled => {
+                kill_tree(pid);
+                (child.wait().await, false, true)
+            }
+        };
+        let duration = started.elapsed();
+        if status.is_ok() {
+            // Reaped: its pid may be reused from now on, so the guard must not fire.
+            guard.armed = false;
+            if !io_done {
+                // Ignored timeout: a process outside the group still holds a pipe.
+                let _ = tokio::time::timeout(DRAIN_GRACE, &mut io).await;
+            }
+        }
+        (status, timed_out, cancelled, duration)
+    };
+    let status = status.map_err(|source| TargetError::Io {
+        target: target.to_owned(),
+        source,
+    })?;
+
+    Ok(ExecOutput {
+        exit_code: status.code(),
+        signal: status.signal(),
+        stdout: out.buf,
+        stderr: err.buf,
+        stdout_dropped: out.dropped,
+        stderr_dropped: err.dropped,
+        timed_out,
+        cancelled,
+        duration,
+    })
 }
 
 /// Fill what the probe left empty from sysinfo (this is the same machine).
@@ -277,14 +304,14 @@ impl Drop for TreeGuard {
 }
 
 /// At most `limit` bytes of a stream, and how many more were dropped.
-struct Capture {
-    buf: Vec<u8>,
-    dropped: u64,
+pub(super) struct Capture {
+    pub(super) buf: Vec<u8>,
+    pub(super) dropped: u64,
     limit: usize,
 }
 
 impl Capture {
-    fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         Capture {
             buf: Vec::new(),
             dropped: 0,
@@ -292,7 +319,7 @@ impl Capture {
         }
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    pub(super) fn push(&mut self, bytes: &[u8]) {
         let keep = self.limit.saturating_sub(self.buf.len()).min(bytes.len());
         self.buf.extend_from_slice(&bytes[..keep]);
         self.dropped += (bytes.len() - keep) as u64;
@@ -317,7 +344,7 @@ async fn drain(pipe: Option<impl AsyncRead + Unpin>, cap: &mut Capture) {
 }
 
 /// Write `data` to the child's stdin, then close it (the pipe is dropped) so the child sees EOF.
-async fn feed_stdin(pipe: Option<ChildStdin>, data: Option<Vec<u8>>) {
+pub(super) async fn feed_stdin(pipe: Option<impl AsyncWrite + Unpin>, data: Option<Vec<u8>>) {
     if let (Some(mut pipe), Some(data)) = (pipe, data) {
         // A command that exits without reading all of its input makes this fail with EPIPE;
         // that is the command's business, not an error of the target.

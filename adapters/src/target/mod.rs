@@ -1,17 +1,29 @@
 //! The [`Target`] trait and the target kinds built into this build.
 
+mod config;
 mod local;
 #[cfg(target_os = "linux")]
 mod process_linux;
+#[cfg(target_os = "linux")]
+mod qemu_system;
+#[cfg(target_os = "linux")]
+mod qemu_user;
+mod ssh;
 
+pub use config::{ConfigProblem, TargetConfig, TargetContext, create, validate};
 pub use local::LocalTarget;
+#[cfg(target_os = "linux")]
+pub use qemu_system::QemuSystemTarget;
+#[cfg(target_os = "linux")]
+pub use qemu_user::QemuUserTarget;
+pub use ssh::SshTarget;
 
 use adaptest_reports::Environment;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Target kinds this build knows, as written in a plan's `kind = "…"`.
-pub const KNOWN_TARGET_KINDS: &[&str] = &["local"];
+pub const KNOWN_TARGET_KINDS: &[&str] = &["local", "ssh", "qemu-user", "qemu-system"];
 
 /// One shell command to run on a target.
 #[derive(Debug, Clone)]
@@ -24,6 +36,10 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// At most this many bytes of stdout and of stderr are kept; the rest is counted and dropped.
     pub capture_limit: usize,
+    /// Leave processes the command started in the background running after it exits (a
+    /// lifecycle `start` that launches a daemon). Otherwise they are killed with the command.
+    /// A timeout or cancel kills the whole tree either way.
+    pub keep_background: bool,
 }
 
 impl ExecRequest {
@@ -35,6 +51,7 @@ impl ExecRequest {
             cwd: None,
             timeout,
             capture_limit: 1 << 20,
+            keep_background: false,
         }
     }
 }
@@ -108,4 +125,81 @@ pub trait Target: Send + Sync {
     async fn environment(&self) -> Result<Environment, TargetError>;
     /// Release the target (shut a VM down, close a connection). Idempotent.
     async fn stop(&self) -> Result<(), TargetError>;
+
+    /// An address on the harness's side that reaches TCP `port` on the target (the target
+    /// forwards it when it is not the local host). Component adapters connect here.
+    async fn connect_addr(&self, port: u16) -> Result<std::net::SocketAddr, TargetError> {
+        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Copy `bytes` into `path` on the target (parents must exist). The default goes through
+    /// `exec` with `cat`, so it works on any shell target.
+    async fn put_file(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        cancel: &CancellationToken,
+    ) -> Result<(), TargetError> {
+        let mut req = ExecRequest::new(
+            format!("cat > {}", shell_quote(path)),
+            Duration::from_secs(300),
+        );
+        req.stdin = Some(bytes.to_vec());
+        let out = self.exec(req, cancel).await?;
+        if out.exit_code == Some(0) {
+            Ok(())
+        } else {
+            Err(TargetError::Io {
+                target: self.id().to_string(),
+                source: std::io::Error::other(format!(
+                    "writing {path} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            })
+        }
+    }
+
+    /// Read `path` from the target (up to 64 MiB).
+    async fn get_file(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, TargetError> {
+        let mut req = ExecRequest::new(
+            format!("cat {}", shell_quote(path)),
+            Duration::from_secs(300),
+        );
+        req.capture_limit = 64 << 20;
+        let out = self.exec(req, cancel).await?;
+        if out.exit_code == Some(0) && out.stdout_dropped == 0 {
+            Ok(out.stdout)
+        } else {
+            Err(TargetError::Io {
+                target: self.id().to_string(),
+                source: std::io::Error::other(format!(
+                    "reading {path} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            })
+        }
+    }
+}
+
+/// Architectures a target may declare (`arch = "…"`), by their `uname -m` names.
+pub const KNOWN_ARCHES: &[&str] = &["x86_64", "aarch64", "loongarch64"];
+
+/// The `uname -m` name of an architecture alias (`arm64` → `aarch64`, `loong64` →
+/// `loongarch64`, `amd64` → `x86_64`); other names are returned unchanged.
+pub fn canonical_arch(a: &str) -> &str {
+    match a {
+        "arm64" => "aarch64",
+        "amd64" | "x64" => "x86_64",
+        "loong64" => "loongarch64",
+        other => other,
+    }
+}
+
+/// Quote a string for `/bin/sh`: `'it'\''s'`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

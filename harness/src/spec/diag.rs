@@ -10,6 +10,9 @@ pub struct Source {
     /// As shown to the user: a path, or `builtin:os/basic.toml`.
     pub name: String,
     pub text: Arc<str>,
+    /// Where relative paths resolve when not the file's own directory (a plan re-read from a
+    /// run directory resolves against where the original plan was).
+    pub base: Option<std::path::PathBuf>,
 }
 
 impl Source {
@@ -17,7 +20,74 @@ impl Source {
         Source {
             name: name.into(),
             text: text.into(),
+            base: None,
         }
+    }
+
+    /// The directory relative paths in this file are resolved against (the current directory
+    /// for built-in files).
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        if let Some(b) = &self.base {
+            return b.clone();
+        }
+        if self.name.starts_with("builtin:") {
+            return std::path::PathBuf::from(".");
+        }
+        std::path::Path::new(&self.name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(
+                || std::path::PathBuf::from("."),
+                std::path::Path::to_path_buf,
+            )
+    }
+
+    /// Read a file named relative to this one (built-in files from the embedded set).
+    pub fn read_relative(&self, rel: &str) -> Result<String, String> {
+        match self.name.strip_prefix("builtin:") {
+            Some(name) => {
+                let path = join_rel(name, rel);
+                adaptest_suites::file(&path)
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("no embedded file `{path}`"))
+            }
+            None => std::fs::read_to_string(self.base_dir().join(rel)).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Files next to `rel_prefix` (relative to this file) whose name starts with it:
+    /// (path relative to this file, contents).
+    pub fn siblings_with_prefix(&self, rel_prefix: &str) -> Vec<(String, String)> {
+        let (dir, stem) = match rel_prefix.rsplit_once('/') {
+            Some((d, s)) => (format!("{d}/"), s.to_string()),
+            None => (String::new(), rel_prefix.to_string()),
+        };
+        let mut out = Vec::new();
+        match self.name.strip_prefix("builtin:") {
+            Some(name) => {
+                let full = join_rel(name, rel_prefix);
+                let base_len = full.len() - rel_prefix.len();
+                for (p, text) in adaptest_suites::FILES {
+                    if p.starts_with(&full) && !p[full.len()..].contains('/') {
+                        out.push((p[base_len..].to_string(), (*text).to_string()));
+                    }
+                }
+            }
+            None => {
+                if let Ok(rd) = std::fs::read_dir(self.base_dir().join(&dir)) {
+                    for e in rd.flatten() {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        if n.starts_with(&stem)
+                            && let Ok(text) = std::fs::read_to_string(e.path())
+                        {
+                            out.push((format!("{dir}{n}"), text));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// 1-based line and column of a byte offset.
@@ -48,6 +118,14 @@ impl Source {
                 len.min(self.text.len().saturating_sub(start).max(1)),
             ),
         }
+    }
+}
+
+/// `db/sql-core.toml` + `sql/x.slt` → `db/sql/x.slt`.
+fn join_rel(file: &str, rel: &str) -> String {
+    match file.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{rel}"),
+        None => rel.to_string(),
     }
 }
 

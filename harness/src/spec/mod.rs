@@ -3,6 +3,8 @@
 pub mod diag;
 pub mod duration;
 pub mod glob;
+pub mod import;
+pub mod kinds;
 pub mod plan;
 pub mod suite;
 

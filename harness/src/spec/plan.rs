@@ -1,12 +1,16 @@
 //! Plan files: product, targets, components and the matrix; expansion into combinations.
 
 use super::diag::{Source, SpecError, SpecErrors, from_toml_error};
+use super::duration::parse_duration;
 use super::glob::glob_match;
 use super::suite::Suite;
+use adaptest_adapters::component::{ComponentConfig, Lifecycle, Secret};
+use adaptest_adapters::target::TargetConfig;
 use adaptest_reports::Product;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
 
@@ -21,6 +25,8 @@ struct PlanFile {
     components: Vec<ComponentSpecRaw>,
     #[serde(default)]
     matrix: Vec<Spanned<MatrixSpec>>,
+    #[serde(default, rename = "waiver")]
+    waivers: Vec<Spanned<WaiverSpecRaw>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +38,29 @@ struct ProductSpec {
     version: String,
     #[serde(default)]
     vendor: String,
+    /// The report cover: the adaptation center, its report number, tester and reviewer.
+    #[serde(default)]
+    center: String,
+    #[serde(default)]
+    report_number: String,
+    #[serde(default)]
+    tester: String,
+    #[serde(default)]
+    reviewer: String,
+}
+
+/// `[[waiver]]`: a known failure accepted until a date. Every field is optional here so that
+/// a missing one is reported with the others (and with its table's position).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaiverSpecRaw {
+    case: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
+    component: Option<Spanned<String>>,
+    reason: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    /// A TOML date (`2027-03-31`) or a string holding one.
+    expires: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +72,119 @@ struct TargetSpecRaw {
     slots: Option<Spanned<u32>>,
     #[serde(default)]
     description: String,
+    arch: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    user: Option<Spanned<String>>,
+    identity_file: Option<Spanned<String>>,
+    #[serde(default)]
+    ssh_options: Vec<String>,
+    rootfs: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    kernel: Option<Spanned<String>>,
+    initrd: Option<Spanned<String>>,
+    disk: Option<Spanned<String>>,
+    firmware: Option<Spanned<String>>,
+    append: Option<Spanned<String>>,
+    memory_mb: Option<Spanned<u32>>,
+    cpus: Option<Spanned<u32>>,
+    accel: Option<Spanned<String>>,
+    boot_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    forward_ports: Vec<u16>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+impl TargetSpecRaw {
+    /// The span of a field by name (for problems the adapter reports), else the id's.
+    fn span_of(&self, field: &str) -> Range<usize> {
+        fn s<T>(x: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            x.as_ref().map(Spanned::span)
+        }
+        let found = match field {
+            "kind" => Some(self.kind.span()),
+            "arch" => s(&self.arch),
+            "host" => s(&self.host),
+            "port" => s(&self.port),
+            "user" => s(&self.user),
+            "identity_file" => s(&self.identity_file),
+            "rootfs" => s(&self.rootfs),
+            "image" => s(&self.image),
+            "kernel" => s(&self.kernel),
+            "initrd" => s(&self.initrd),
+            "disk" => s(&self.disk),
+            "firmware" => s(&self.firmware),
+            "append" => s(&self.append),
+            "memory_mb" => s(&self.memory_mb),
+            "cpus" => s(&self.cpus),
+            "accel" => s(&self.accel),
+            "boot_timeout" => s(&self.boot_timeout),
+            _ => None,
+        };
+        found.unwrap_or_else(|| self.id.span())
+    }
+
+    fn to_config(
+        &self,
+        base: &Path,
+        errors: &mut Vec<SpecError>,
+        source: &Source,
+        i: usize,
+    ) -> TargetConfig {
+        let path =
+            |x: &Option<Spanned<String>>| x.as_ref().map(|p| resolve_path(base, p.get_ref()));
+        let boot_timeout =
+            self.boot_timeout
+                .as_ref()
+                .and_then(|t| match parse_duration(t.get_ref()) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        errors.push(source.error(
+                            t.span(),
+                            &format!("target[{i}].boot_timeout"),
+                            e,
+                        ));
+                        None
+                    }
+                });
+        let v = |x: &Option<Spanned<String>>| x.as_ref().map(|x| x.get_ref().clone());
+        TargetConfig {
+            id: self.id.get_ref().clone(),
+            kind: self.kind.get_ref().clone(),
+            arch: v(&self.arch),
+            host: v(&self.host),
+            port: self.port.as_ref().map(|p| *p.get_ref()),
+            user: v(&self.user),
+            identity_file: path(&self.identity_file),
+            ssh_options: self.ssh_options.clone(),
+            rootfs: path(&self.rootfs),
+            image: v(&self.image),
+            kernel: path(&self.kernel),
+            initrd: path(&self.initrd),
+            disk: path(&self.disk),
+            firmware: path(&self.firmware),
+            append: v(&self.append),
+            memory_mb: self.memory_mb.as_ref().map(|m| *m.get_ref()),
+            cpus: self.cpus.as_ref().map(|c| *c.get_ref()),
+            accel: v(&self.accel),
+            boot_timeout,
+            forward_ports: self.forward_ports.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// A path as written in a plan: `~/` is the home directory, relative paths are relative to the
+/// plan file's directory.
+pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    let pb = PathBuf::from(p);
+    if pb.is_absolute() { pb } else { base.join(pb) }
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +196,30 @@ struct ComponentSpecRaw {
     version: Option<String>,
     #[serde(default)]
     description: String,
+    host: Option<String>,
+    port: Option<Spanned<u16>>,
+    user: Option<String>,
+    /// Name of an environment variable holding the password (never the password itself).
+    password_env: Option<Spanned<String>>,
+    /// A file holding the password (first line).
+    password_file: Option<Spanned<String>>,
+    database: Option<String>,
+    path: Option<String>,
+    cli: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
+    lifecycle: Option<LifecycleRaw>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleRaw {
+    install: Option<String>,
+    start: Option<String>,
+    ready: Option<String>,
+    ready_timeout: Option<Spanned<String>>,
+    stop: Option<String>,
+    uninstall: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +266,8 @@ pub struct TargetSpec {
     pub kind: String,
     pub slots: Option<u32>,
     pub description: String,
+    /// Everything the adapter needs, paths resolved.
+    pub config: TargetConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +276,64 @@ pub struct ComponentSpec {
     pub kind: String,
     pub version: Option<String>,
     pub description: String,
+    /// Everything the adapter needs except the secret, which is resolved at run time.
+    pub config: ComponentConfig,
+    pub password: Option<SecretRef>,
+}
+
+/// Where a component's password comes from; resolved when the run starts, so that validating
+/// a plan needs no secrets. `at` is `file:line` of the reference, for the error message.
+#[derive(Debug, Clone)]
+pub enum SecretRef {
+    Env { var: String, at: String },
+    File { path: PathBuf, at: String },
+}
+
+impl SecretRef {
+    /// The secret's value, or a message naming the plan line and what is missing.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match self {
+            SecretRef::Env { var, at } => std::env::var(var).map(Secret::new).map_err(|_| {
+                format!("{at}: password_env: environment variable `{var}` is not set")
+            }),
+            SecretRef::File { path, at } => std::fs::read_to_string(path)
+                .map(|t| Secret::new(t.lines().next().unwrap_or("").to_string()))
+                .map_err(|e| format!("{at}: password_file: cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// A waiver of the plan: failures of matching cases are accepted (they make a verdict
+/// "certified with notes" instead of "not certified") through `expires`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiver {
+    /// `suite-id/case-id` glob.
+    pub case: String,
+    /// Target id glob; `None`: every target.
+    pub target: Option<String>,
+    /// Component id glob; `None`: every component.
+    pub component: Option<String>,
+    pub reason: String,
+    pub owner: String,
+    /// The last day the waiver applies.
+    pub expires: jiff::civil::Date,
+}
+
+impl Waiver {
+    /// Does this waiver name case `case` of suite `suite` run on `target` × `component`?
+    pub fn matches(&self, target: &str, component: &str, suite: &str, case: &str) -> bool {
+        glob_match(&self.case, &format!("{suite}/{case}"))
+            && self.target.as_deref().is_none_or(|p| glob_match(p, target))
+            && self
+                .component
+                .as_deref()
+                .is_none_or(|p| glob_match(p, component))
+    }
+
+    /// Is it past its last day on `today`?
+    pub fn is_expired(&self, today: jiff::civil::Date) -> bool {
+        today > self.expires
+    }
 }
 
 /// One unit of scheduling: a suite run for a target × component pair.
@@ -129,6 +355,8 @@ pub struct Plan {
     pub targets: Vec<TargetSpec>,
     pub components: Vec<ComponentSpec>,
     pub combinations: Vec<Combination>,
+    /// `[[waiver]]`s, in the order written.
+    pub waivers: Vec<Waiver>,
 }
 
 impl Plan {
@@ -169,6 +397,7 @@ pub fn parse_plan(
 ) -> Result<Plan, SpecErrors> {
     let file: PlanFile = toml::from_str(&source.text).map_err(|e| from_toml_error(&source, &e))?;
     let mut errors = Vec::new();
+    let base = source.base_dir();
 
     let mut targets = Vec::new();
     let mut target_ids = HashSet::new();
@@ -182,6 +411,7 @@ pub fn parse_plan(
             ));
         }
         let kind = t.kind.get_ref();
+        let config = t.to_config(&base, &mut errors, &source, i);
         if !adaptest_adapters::target::KNOWN_TARGET_KINDS.contains(&kind.as_str()) {
             errors.push(
                 source
@@ -195,6 +425,14 @@ pub fn parse_plan(
                         adaptest_adapters::target::KNOWN_TARGET_KINDS.join(", ")
                     )),
             );
+        } else {
+            for (field, message) in adaptest_adapters::target::validate(&config) {
+                errors.push(source.error(
+                    t.span_of(field),
+                    &format!("target[{i}].{field}"),
+                    message,
+                ));
+            }
         }
         if let Some(s) = &t.slots
             && *s.get_ref() == 0
@@ -210,6 +448,7 @@ pub fn parse_plan(
             kind: kind.clone(),
             slots: t.slots.as_ref().map(|s| *s.get_ref()),
             description: t.description.clone(),
+            config,
         });
     }
 
@@ -236,11 +475,93 @@ pub fn parse_plan(
                     .with_help(super::known_components_help()),
             );
         }
+        let at = |sp: Range<usize>| {
+            let (line, _) = source.line_col(sp.start);
+            format!("{}:{line}", source.name)
+        };
+        let password = match (&c.password_env, &c.password_file) {
+            (Some(e), None) => Some(SecretRef::Env {
+                var: e.get_ref().clone(),
+                at: at(e.span()),
+            }),
+            (None, Some(f)) => Some(SecretRef::File {
+                path: resolve_path(&base, f.get_ref()),
+                at: at(f.span()),
+            }),
+            (Some(e), Some(_)) => {
+                errors.push(source.error(
+                    e.span(),
+                    &format!("component[{i}].password_env"),
+                    "give `password_env` or `password_file`, not both",
+                ));
+                None
+            }
+            (None, None) => None,
+        };
+        let lc = c.lifecycle.as_ref();
+        let ready_timeout = lc.and_then(|l| l.ready_timeout.as_ref()).and_then(|t| {
+            match parse_duration(t.get_ref()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errors.push(source.error(
+                        t.span(),
+                        &format!("component[{i}].lifecycle.ready_timeout"),
+                        e,
+                    ));
+                    None
+                }
+            }
+        });
+        let mut options: BTreeMap<String, String> = c
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect();
+        // A plugin names its library or program, relative to the plan's directory.
+        if kind == "plugin"
+            && let Err((field, message)) =
+                adaptest_adapters::plugin::resolve_options(&mut options, &base)
+        {
+            errors.push(source.error(
+                c.kind.span(),
+                &format!("component[{i}].options.{field}"),
+                message,
+            ));
+        }
+        let config = ComponentConfig {
+            id: c.id.get_ref().clone(),
+            kind: kind.clone(),
+            version: c.version.clone(),
+            host: c.host.clone(),
+            port: c.port.as_ref().map(|p| *p.get_ref()),
+            user: c.user.clone(),
+            password: None,
+            database: c.database.clone(),
+            path: c.path.as_ref().map(|p| resolve_path(&base, p)),
+            cli: c.cli.clone(),
+            options,
+            lifecycle: Lifecycle {
+                install: lc.and_then(|l| l.install.clone()),
+                start: lc.and_then(|l| l.start.clone()),
+                ready: lc.and_then(|l| l.ready.clone()),
+                ready_timeout,
+                stop: lc.and_then(|l| l.stop.clone()),
+                uninstall: lc.and_then(|l| l.uninstall.clone()),
+            },
+        };
         components.push(ComponentSpec {
             id: c.id.get_ref().clone(),
             kind: kind.clone(),
             version: c.version.clone(),
             description: c.description.clone(),
+            config,
+            password,
         });
     }
     // The target's operating system is always available as component `os`.
@@ -250,6 +571,12 @@ pub fn parse_plan(
             kind: "os".into(),
             version: None,
             description: "the target's operating system".into(),
+            config: ComponentConfig {
+                id: "os".into(),
+                kind: "os".into(),
+                ..ComponentConfig::default()
+            },
+            password: None,
         });
     }
 
@@ -363,6 +690,8 @@ pub fn parse_plan(
             );
         }
     }
+    let combinations = with_lifecycle(combinations, &components);
+    let waivers = parse_waivers(&source, &file.waivers, &combinations, &mut errors);
     if !errors.is_empty() {
         return Err(SpecErrors { errors });
     }
@@ -372,13 +701,281 @@ pub fn parse_plan(
             name: file.product.name,
             version: file.product.version,
             vendor: file.product.vendor,
+            center: file.product.center,
+            report_number: file.product.report_number,
+            tester: file.product.tester,
+            reviewer: file.product.reviewer,
         },
         targets,
         components,
         combinations,
+        waivers,
     })
 }
 
+/// Validate the `[[waiver]]` tables: every field present and well-formed, and each waiver
+/// naming at least one case of the expanded plan (a typo would silently waive nothing).
+fn parse_waivers(
+    source: &Source,
+    raw: &[Spanned<WaiverSpecRaw>],
+    combinations: &[Combination],
+    errors: &mut Vec<SpecError>,
+) -> Vec<Waiver> {
+    let mut waivers = Vec::new();
+    for (i, w) in raw.iter().enumerate() {
+        let head = range_head(&w.span());
+        let w = w.get_ref();
+        let before = errors.len();
+        let mut text = |value: &Option<Spanned<String>>, name: &str, help: &str| -> String {
+            match value {
+                None => {
+                    errors.push(
+                        source
+                            .error(
+                                head.clone(),
+                                &format!("waiver[{i}].{name}"),
+                                format!("missing field `{name}`"),
+                            )
+                            .with_help(help.to_owned()),
+                    );
+                    String::new()
+                }
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    errors.push(
+                        source
+                            .error(
+                                v.span(),
+                                &format!("waiver[{i}].{name}"),
+                                format!("`{name}` is empty"),
+                            )
+                            .with_help(help.to_owned()),
+                    );
+                    String::new()
+                }
+                Some(v) => v.get_ref().trim().to_owned(),
+            }
+        };
+        let case = text(
+            &w.case,
+            "case",
+            "the cases waived, as `suite-id/case-id` (glob patterns allowed): `db.sql-core/window-*`",
+        );
+        let reason = text(
+            &w.reason,
+            "reason",
+            "why the failure is accepted, for the report",
+        );
+        let owner = text(
+            &w.owner,
+            "owner",
+            "who answers for the waiver (a person or a mailbox)",
+        );
+        if let Some(c) = &w.case
+            && !case.is_empty()
+            && !case.contains('/')
+        {
+            errors.push(
+                source
+                    .error(
+                        c.span(),
+                        &format!("waiver[{i}].case"),
+                        format!("`{case}` does not name a suite and a case"),
+                    )
+                    .with_help(format!(
+                        "write `suite-id/case-id`, e.g. `{case}/*` for every case of a suite"
+                    )),
+            );
+        }
+        let expires = match &w.expires {
+            None => {
+                errors.push(
+                    source
+                        .error(
+                            head.clone(),
+                            &format!("waiver[{i}].expires"),
+                            "missing field `expires`",
+                        )
+                        .with_help("the last day the waiver applies: `expires = 2027-03-31`"),
+                );
+                None
+            }
+            Some(v) => match parse_expiry(v.get_ref()) {
+                Ok(d) => Some(d),
+                Err(message) => {
+                    errors.push(
+                        source
+                            .error(v.span(), &format!("waiver[{i}].expires"), message)
+                            .with_help("a calendar date: `expires = 2027-03-31` or `expires = \"2027-03-31\"`"),
+                    );
+                    None
+                }
+            },
+        };
+        let target = w.target.as_ref().map(|t| t.get_ref().clone());
+        let component = w.component.as_ref().map(|c| c.get_ref().clone());
+        let mut scope_ok = true;
+        for (value, what) in [(&w.target, "target"), (&w.component, "component")] {
+            let Some(v) = value else { continue };
+            let known = combinations.iter().any(|c| {
+                let id = if what == "target" {
+                    &c.target
+                } else {
+                    &c.component
+                };
+                glob_match(v.get_ref(), id)
+            });
+            if !known {
+                scope_ok = false;
+                errors.push(source.error(
+                    v.span(),
+                    &format!("waiver[{i}].{what}"),
+                    format!(
+                        "`{}` matches no {what} of the plan's combinations",
+                        v.get_ref()
+                    ),
+                ));
+            }
+        }
+        // Whether it names a case at all (worth saying only when its scope is right).
+        let case_ok = w.case.is_some() && case.contains('/') && scope_ok;
+        let matches_a_case = |expires| {
+            let waiver = Waiver {
+                case: case.clone(),
+                target: target.clone(),
+                component: component.clone(),
+                reason: reason.clone(),
+                owner: owner.clone(),
+                expires,
+            };
+            let hit = combinations.iter().any(|c| {
+                c.suite
+                    .cases
+                    .iter()
+                    .any(|k| waiver.matches(&c.target, &c.component, &c.suite.id, &k.id))
+            });
+            (hit, waiver)
+        };
+        if case_ok {
+            let (hit, _) = matches_a_case(jiff::civil::Date::MAX);
+            if !hit {
+                let span = w.case.as_ref().map_or(head.clone(), |c| c.span());
+                errors.push(
+                    source
+                        .error(span, &format!("waiver[{i}].case"), format!("`{case}` matches no case of the plan"))
+                        .with_help("`adaptest plan show` lists the combinations and `adaptest list --cases` the case ids"),
+                );
+            }
+        }
+        let (Some(expires), true) = (expires, errors.len() == before) else {
+            continue;
+        };
+        let (_, waiver) = matches_a_case(expires);
+        waivers.push(waiver);
+    }
+    waivers
+}
+
+/// The last day of a waiver from a TOML date or a string holding one.
+fn parse_expiry(value: &toml::Value) -> Result<jiff::civil::Date, String> {
+    let text = match value {
+        toml::Value::Datetime(dt) if dt.date.is_some() && dt.time.is_none() => dt.to_string(),
+        toml::Value::Datetime(dt) => {
+            return Err(format!(
+                "`{dt}` is not a date: a waiver expires at the end of a day"
+            ));
+        }
+        toml::Value::String(s) => s.trim().to_owned(),
+        other => return Err(format!("expected a date, found a {}", other.type_str())),
+    };
+    text.parse::<jiff::civil::Date>()
+        .map_err(|_| format!("`{text}` is not a date of the form YYYY-MM-DD"))
+}
 fn range_head(r: &Range<usize>) -> Range<usize> {
     r.start..(r.start + 1).min(r.end.max(r.start + 1))
+}
+
+/// Suite id of the synthetic lifecycle combinations.
+pub const LIFECYCLE_SUITE: &str = "lifecycle";
+
+/// Give every target × component pair whose component declares lifecycle commands a
+/// `target/component/lifecycle` combination (install, start, ready, stop, uninstall as cases),
+/// placed before the pair's first suite: installation and start-up are certification items.
+fn with_lifecycle(combos: Vec<Combination>, components: &[ComponentSpec]) -> Vec<Combination> {
+    let mut out = Vec::with_capacity(combos.len());
+    let mut done = HashSet::new();
+    for c in combos {
+        let spec = components.iter().find(|x| x.id == c.component);
+        if let Some(spec) = spec
+            && lifecycle_cases(&spec.config.lifecycle).next().is_some()
+            && done.insert((c.target.clone(), c.component.clone()))
+        {
+            out.push(Combination {
+                id: format!("{}/{}/{LIFECYCLE_SUITE}", c.target, c.component),
+                target: c.target.clone(),
+                component: c.component.clone(),
+                component_kind: c.component_kind.clone(),
+                suite: Arc::new(lifecycle_suite(spec)),
+            });
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// (id, title, title_zh, command) of each declared lifecycle step, in order.
+pub fn lifecycle_cases(
+    l: &Lifecycle,
+) -> impl Iterator<Item = (&'static str, &'static str, &'static str, &String)> {
+    [
+        ("install", "Installation", "安装", l.install.as_ref()),
+        ("start", "Start-up", "启动", l.start.as_ref()),
+        ("ready", "Ready for service", "服务就绪", l.ready.as_ref()),
+        ("stop", "Shutdown", "停止", l.stop.as_ref()),
+        ("uninstall", "Uninstallation", "卸载", l.uninstall.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(id, t, tz, cmd)| cmd.map(|c| (id, t, tz, c)))
+}
+
+fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
+    use super::suite::{Case, Expectations, Requirements, RunAction, Stream};
+    let timeout = spec
+        .config
+        .lifecycle
+        .ready_timeout
+        .unwrap_or(std::time::Duration::from_secs(300));
+    let cases = lifecycle_cases(&spec.config.lifecycle)
+        .map(|(id, title, title_zh, cmd)| Case {
+            id: id.to_string(),
+            title: title.to_string(),
+            title_zh: title_zh.to_string(),
+            level: adaptest_reports::Level::Mandatory,
+            tags: vec!["lifecycle".into()],
+            timeout,
+            retries: 0,
+            requires: Requirements::default(),
+            action: super::suite::Action::Run(RunAction {
+                command: cmd.clone(),
+                stdin: None,
+                env: BTreeMap::new(),
+                cwd: None,
+                expect: Expectations {
+                    exit: 0,
+                    stdout: Stream::default(),
+                    stderr: Stream::default(),
+                },
+            }),
+        })
+        .collect();
+    Suite {
+        id: LIFECYCLE_SUITE.into(),
+        title: format!("Lifecycle of {}", spec.id),
+        title_zh: format!("{} 生命周期", spec.id),
+        component: spec.kind.clone(),
+        version: String::new(),
+        description: String::new(),
+        description_zh: String::new(),
+        cases,
+        source: Source::new(format!("(lifecycle of component {})", spec.id), ""),
+    }
 }

@@ -66,10 +66,13 @@ struct CaseSpec {
     env: BTreeMap<String, String>,
     cwd: Option<String>,
     expect: Option<ExpectSpec>,
-    // reserved kinds: parsed so that their presence is recognised, executed by later versions
-    sql: Option<Spanned<toml::Value>>,
-    steps: Option<Spanned<toml::Value>>,
-    bench: Option<Spanned<toml::Value>>,
+    // kind `sql`: a sqllogictest file, relative to the suite file
+    sql: Option<Spanned<String>>,
+    // kind `steps`: protocol-neutral operations on the component
+    steps: Option<Spanned<Vec<Spanned<toml::Table>>>>,
+    // kind `bench`: one operation driven at a concurrency, measured
+    bench: Option<Spanned<toml::Table>>,
+    // kind `import`: an external suite printing TAP or writing JUnit XML
     import: Option<Spanned<toml::Value>>,
 }
 
@@ -148,6 +151,21 @@ pub struct Requirements {
 pub enum Action {
     /// A shell command on the target, with expectations on its outcome.
     Run(RunAction),
+    /// A sqllogictest script through the component's `sql.query` operation.
+    Sql(super::kinds::SqlAction),
+    /// Protocol-neutral operations on the component, in order.
+    Steps(Vec<super::kinds::Step>),
+    /// One operation driven at a concurrency and measured.
+    Bench(super::kinds::BenchAction),
+    /// An external suite whose TAP or JUnit report becomes one case per test.
+    Import(super::import::ImportAction),
+}
+
+impl Action {
+    /// Does this case talk to the component (rather than only the target's shell)?
+    pub fn needs_component(&self) -> bool {
+        !matches!(self, Action::Run(_) | Action::Import(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +359,70 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
                     },
                 }))
             }
+            ["sql"] => {
+                let f = c.sql.as_ref().expect("sql present");
+                match super::kinds::load_sql(&source, f.get_ref()) {
+                    Ok(a) => Some(Action::Sql(a)),
+                    Err(e) => {
+                        errors.push(source.error(f.span(), &at("sql"), e));
+                        None
+                    }
+                }
+            }
+            ["steps"] => {
+                let steps = c.steps.as_ref().expect("steps present");
+                let mut out = Vec::new();
+                if steps.get_ref().is_empty() {
+                    errors.push(source.error(steps.span(), &at("steps"), "no steps"));
+                }
+                for (si, st) in steps.get_ref().iter().enumerate() {
+                    match super::kinds::parse_step(st.get_ref()) {
+                        Ok(step) => out.push(step),
+                        Err((field, e)) => errors.push(source.error(
+                            st.span(),
+                            &at(&format!("steps[{si}].{field}")),
+                            e,
+                        )),
+                    }
+                }
+                Some(Action::Steps(out))
+            }
+            ["bench"] => {
+                let b = c.bench.as_ref().expect("bench present");
+                match super::kinds::parse_bench(b.get_ref()) {
+                    Ok(bench) => Some(Action::Bench(bench)),
+                    Err((field, e)) => {
+                        errors.push(source.error(b.span(), &at(&format!("bench.{field}")), e));
+                        None
+                    }
+                }
+            }
+            ["import"] => {
+                let imp = c.import.as_ref().expect("import present");
+                if c.expect.is_some() || c.stdin.is_some() {
+                    errors.push(
+                        source
+                            .error(imp.span(), &at("import"), "an import is judged by the tests it reports: `expect` and `stdin` do not apply")
+                            .with_help("`env` and `cwd` do apply to the import's command"),
+                    );
+                }
+                match super::import::parse_import(imp.get_ref()) {
+                    Ok(mut a) => {
+                        a.env = c.env.clone();
+                        a.cwd = c.cwd.clone();
+                        Some(Action::Import(a))
+                    }
+                    Err((field, e)) => {
+                        let path = if field.is_empty() {
+                            "import".to_string()
+                        } else {
+                            format!("import.{field}")
+                        };
+                        errors.push(source.error(imp.span(), &at(&path), e));
+                        None
+                    }
+                }
+            }
             [kind] => {
                 let (_, s) = reserved.iter().find(|(k, _)| k == kind).expect("listed");
                 errors.push(
@@ -350,7 +432,7 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
                             &at(kind),
                             format!("case kind `{kind}` is reserved but not supported by this version of adaptest"),
                         )
-                        .with_help("this version runs `run` cases; see README for the roadmap"),
+                        .with_help("this version runs `run`, `sql`, `steps` and `bench` cases"),
                 );
                 None
             }

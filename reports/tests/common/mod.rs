@@ -19,6 +19,7 @@ pub(crate) fn case(id: &str, status: Status, level: Level) -> CaseResult {
         log: Some(format!("logs/{id}.log")),
         tags: vec!["smoke".to_owned()],
         metrics: Vec::new(),
+        waiver: None,
     }
 }
 
@@ -90,6 +91,7 @@ pub(crate) fn sample() -> RunResults {
             suite_version: "1.2.0".to_owned(),
             cases: os_cases,
             duration_ms: 4_000,
+            verdict: Verdict::fail_closed(),
         },
         CombinationResult {
             id: "la64/postgres/pg-compat".to_owned(),
@@ -102,6 +104,7 @@ pub(crate) fn sample() -> RunResults {
             suite_version: "0.3.1".to_owned(),
             cases: db_cases,
             duration_ms: 65_000,
+            verdict: Verdict::fail_closed(),
         },
         CombinationResult {
             id: "la64/os/os-basic".to_owned(),
@@ -114,6 +117,7 @@ pub(crate) fn sample() -> RunResults {
             suite_version: "1.2.0".to_owned(),
             cases: vec![case("os.boot", Status::Passed, Level::Mandatory)],
             duration_ms: 900,
+            verdict: Verdict::fail_closed(),
         },
     ];
 
@@ -135,6 +139,7 @@ pub(crate) fn sample() -> RunResults {
             name: "Acme <DB> & Co".to_owned(),
             version: "5.0".to_owned(),
             vendor: "Acme 软件".to_owned(),
+            ..Product::default()
         },
         environments: BTreeMap::from([
             ("local".to_owned(), environment("local", "local", "x86_64")),
@@ -145,7 +150,9 @@ pub(crate) fn sample() -> RunResults {
         ]),
         combinations,
         summary: Summary::default(),
+        certification: Certification::default(),
     };
     results.recount();
+    adaptest_reports::verdict::judge(&mut results, "2026-01-27");
     results
 }

@@ -1,0 +1,92 @@
+//! Case kinds beyond `run`: how `sql`, `steps` and `bench` cases execute through a component's
+//! protocol-neutral operations.
+
+pub mod bench;
+pub mod import;
+pub mod sql;
+pub mod steps;
+
+use adaptest_adapters::component::ComponentError;
+use adaptest_reports::{Metric, Status};
+
+/// What one attempt of a case produced.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    pub status: Status,
+    pub reason: Option<String>,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The full account for the case's log file.
+    pub log: String,
+    pub metrics: Vec<Metric>,
+    /// The run was cancelled mid-case: nothing is recorded.
+    pub cancelled: bool,
+    /// Cases this one produced (an `import`'s tests), recorded before it.
+    pub children: Vec<import::ImportedCase>,
+}
+
+impl CaseOutcome {
+    pub fn passed() -> Self {
+        CaseOutcome {
+            status: Status::Passed,
+            reason: None,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            log: String::new(),
+            metrics: Vec::new(),
+            cancelled: false,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn failed(reason: impl Into<String>) -> Self {
+        CaseOutcome {
+            status: Status::Failed,
+            reason: Some(reason.into()),
+            ..Self::passed()
+        }
+    }
+
+    pub fn error(reason: impl Into<String>) -> Self {
+        CaseOutcome {
+            status: Status::Error,
+            reason: Some(reason.into()),
+            ..Self::passed()
+        }
+    }
+
+    pub fn cancelled() -> Self {
+        CaseOutcome {
+            cancelled: true,
+            ..Self::passed()
+        }
+    }
+
+    /// A component error: infrastructure (cannot connect, connection lost) is `error`, anything
+    /// the server answered is `failed`.
+    pub fn from_error(e: &ComponentError, prefix: &str) -> Self {
+        let reason = format!("{prefix}{}", crate::engine::error_chain(e));
+        if is_infra(e) {
+            Self::error(reason)
+        } else {
+            Self::failed(reason)
+        }
+    }
+}
+
+/// Is this a failure of the infrastructure rather than of the product's behaviour?
+pub fn is_infra(e: &ComponentError) -> bool {
+    matches!(
+        e,
+        ComponentError::Connect { .. } | ComponentError::Lost { .. } | ComponentError::Target(_)
+    )
+}
+
+/// What steps may ask of the engine about the component itself.
+#[async_trait::async_trait]
+pub trait ComponentControl: Send + Sync {
+    /// Stop and start the component with its lifecycle commands, then wait until it is ready.
+    async fn restart(&self) -> Result<(), String>;
+}

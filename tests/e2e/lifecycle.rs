@@ -1,0 +1,190 @@
+//! Component lifecycle: install/start/ready run as certification items before a component's
+//! suites, stop/uninstall after; `component.restart` in steps; a failed start errors the pair.
+
+use crate::util::{Sandbox, alive, case_statuses, results};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const KV_SUITE: &str = r#"[suite]
+id = "t.kv-restart"
+title = "kv survives a restart"
+title_zh = "重启后数据仍在"
+component = "kv"
+
+[[case]]
+id = "set-restart-get"
+title = "a value written before a restart is read after it"
+steps = [
+  { op = "kv.set", key = "adaptest:persist", value = "持久" },
+  { op = "component.restart" },
+  { op = "kv.get", key = "adaptest:persist", expect = "持久" },
+  { op = "kv.get", key = "adaptest:absent", expect = "不存在", session = "b" },
+]
+"#;
+
+fn plan(port: u16, dir: &std::path::Path, start: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"[product]
+name = "Redis"
+vendor = "test"
+
+[[target]]
+id = "local"
+kind = "local"
+
+[[component]]
+id = "cache"
+kind = "redis"
+port = {port}
+
+[component.lifecycle]
+install = "command -v redis-server"
+start = "{start}"
+ready = "redis-cli -p {port} ping | grep -q PONG"
+ready_timeout = "20s"
+stop = "redis-cli -p {port} shutdown nosave || true; while [ -e {d}/redis.pid ] && kill -0 $(cat {d}/redis.pid) 2>/dev/null; do sleep 0.1; done"
+
+[[matrix]]
+targets = ["local"]
+components = ["cache", "os"]
+suites = ["t.*"]
+"#
+    )
+}
+
+fn start_cmd(port: u16, dir: &std::path::Path) -> String {
+    let d = dir.display();
+    format!(
+        "redis-server --bind 127.0.0.1 --port {port} --daemonize yes --pidfile {d}/redis.pid --dir {d} --appendonly yes --appendfsync always --save ''"
+    )
+}
+
+#[test]
+fn lifecycle_runs_around_the_suites_and_restart_keeps_durable_data() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let data = sb.path().join("redis-data");
+    std::fs::create_dir(&data).unwrap();
+    sb.write("suites/kv.toml", KV_SUITE);
+    sb.write(
+        "suites/os.toml",
+        "[suite]\nid = \"t.os\"\ntitle = \"os\"\ncomponent = \"os\"\n\n[[case]]\nid = \"up\"\ntitle = \"up\"\nrun = \"true\"\n",
+    );
+    sb.write("plan.toml", &plan(port, &data, &start_cmd(port, &data)));
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
+    let dir = sb.run_dir();
+    let res = results(&dir);
+    let statuses = case_statuses(&res);
+    let get = |combo: &str, case: &str| {
+        statuses
+            .iter()
+            .find(|(c, k, _)| c == combo && k == case)
+            .map(|(_, _, s)| s.clone())
+            .unwrap_or_else(|| panic!("{combo} {case} missing in {statuses:?}"))
+    };
+    for step in ["install", "start", "ready", "stop"] {
+        let log =
+            std::fs::read_to_string(dir.join(format!("logs/local/cache/lifecycle/{step}.log")))
+                .unwrap_or_default();
+        assert_eq!(
+            get("local/cache/lifecycle", step),
+            "passed",
+            "lifecycle {step}\n{log}\n{}",
+            r.stdout
+        );
+    }
+    // The restart case fails only on its last step (the absent key), after the value survived.
+    let case = res["combinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "local/cache/t.kv-restart")
+        .unwrap()["cases"][0]
+        .clone();
+    assert_eq!(case["status"], "failed", "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(reason.starts_with("step 4 (kv.get)"), "{reason}");
+    assert_eq!(get("local/os/t.os", "up"), "passed");
+    r.expect_code(1);
+    // The lifecycle's stop ran: the server is gone.
+    let pid: i32 = std::fs::read_to_string(data.join("redis.pid"))
+        .map(|t| t.trim().parse().unwrap())
+        .unwrap_or(0);
+    assert!(
+        pid == 0 || !alive(pid),
+        "redis-server {pid} still running after the run"
+    );
+    // The lifecycle items are in the report as certification items.
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("lifecycle"),
+        "lifecycle combination missing from the report"
+    );
+}
+
+#[test]
+fn a_component_that_does_not_start_errors_its_cases_and_the_rest_finish() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let data = sb.path().join("redis-data");
+    std::fs::create_dir(&data).unwrap();
+    sb.write("suites/kv.toml", KV_SUITE);
+    sb.write(
+        "suites/os.toml",
+        "[suite]\nid = \"t.os\"\ntitle = \"os\"\ncomponent = \"os\"\n\n[[case]]\nid = \"up\"\ntitle = \"up\"\nrun = \"true\"\n",
+    );
+    sb.write(
+        "plan.toml",
+        &plan(port, &data, "echo cannot start >&2; exit 7"),
+    );
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
+    r.expect_code(3);
+    let res = results(&sb.run_dir());
+    let combos = res["combinations"].as_array().unwrap();
+    let find = |id: &str| {
+        combos
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    let lc = &find("local/cache/lifecycle")["cases"];
+    let start = lc
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "start")
+        .unwrap();
+    assert_eq!(start["status"], "failed");
+    assert!(start["stderr"].as_str().unwrap().contains("cannot start"));
+    let kv = &find("local/cache/t.kv-restart")["cases"][0];
+    assert_eq!(kv["status"], "error");
+    assert!(
+        kv["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lifecycle `start` failed"),
+        "{kv}"
+    );
+    assert_eq!(find("local/os/t.os")["cases"][0]["status"], "passed");
+}

@@ -1,0 +1,275 @@
+//! The `qemu-user` target on this x86_64 host: an arm64 Debian rootfs and a LoongArch sysroot
+//! (both built by `scripts/build-payloads.sh`, cached) run under QEMU user-mode emulation.
+//! `os.basic` and the environment come from inside the emulated root, and servers started there
+//! (Redis) serve on the host's loopback.
+
+use crate::util::{Sandbox, case_statuses, free_port, payload, results};
+use std::path::{Path, PathBuf};
+
+/// Kills the Redis a test started inside a root (by the pid in its pid file), even when the
+/// test fails before the plan's lifecycle `stop` ran.
+struct RedisGuard {
+    pidfile: PathBuf,
+}
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        if let Ok(text) = std::fs::read_to_string(&self.pidfile)
+            && let Ok(pid) = text.trim().parse::<i32>()
+            && pid > 1
+            && crate::util::alive(pid)
+        {
+            // SAFETY: kill(2) on the pid of the redis-server this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(&self.pidfile);
+    }
+}
+
+fn target(id: &str, arch: &str, rootfs: &Path) -> String {
+    format!(
+        "[[target]]\nid = \"{id}\"\nkind = \"qemu-user\"\narch = \"{arch}\"\nrootfs = \"{}\"\n",
+        rootfs.display()
+    )
+}
+
+/// A `redis` component started inside the root on `port` (pid file under /var/tmp of the root).
+fn redis_component(port: u16) -> String {
+    format!(
+        r#"[[component]]
+id = "redis"
+kind = "redis"
+port = {port}
+
+[component.lifecycle]
+start = "redis-server --bind 127.0.0.1 --port {port} --daemonize yes --save '' --appendonly no --pidfile /var/tmp/adaptest-redis-{port}.pid --logfile /tmp/adaptest-redis-{port}.log --dir /tmp"
+ready = "redis-cli -p {port} ping | grep -q PONG"
+ready_timeout = "60s"
+stop = "redis-cli -p {port} shutdown nosave || true"
+"#
+    )
+}
+
+fn env_of(dir: &Path, target: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("env/{target}.json"))).expect("env json");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every mandatory case of the combinations whose id starts with `prefix` passed (or was
+/// skipped: its requirements are not met there).
+fn assert_mandatory_pass(res: &serde_json::Value, prefix: &str) {
+    let mut seen = 0;
+    for c in res["combinations"].as_array().unwrap() {
+        if !c["id"].as_str().unwrap().starts_with(prefix) {
+            continue;
+        }
+        for k in c["cases"].as_array().unwrap() {
+            seen += 1;
+            if k["level"] == "mandatory" {
+                assert!(
+                    matches!(k["status"].as_str(), Some("passed" | "skipped")),
+                    "{} {} {}: {}\n{}",
+                    c["id"],
+                    k["id"],
+                    k["status"],
+                    k["reason"],
+                    k["stdout"]
+                );
+            }
+        }
+    }
+    assert!(seen > 0, "no cases under {prefix}");
+}
+
+fn status_of(res: &serde_json::Value, combo: &str, case: &str) -> String {
+    case_statuses(res)
+        .into_iter()
+        .find(|(c, k, _)| c == combo && k == case)
+        .map(|(_, _, s)| s)
+        .unwrap_or_else(|| panic!("{combo} {case} not in results"))
+}
+
+#[test]
+fn arm64_rootfs_passes_os_basic_and_its_redis_serves_the_kv_suite() {
+    let rootfs = payload("aarch64");
+    let port = free_port();
+    let _redis = RedisGuard {
+        pidfile: rootfs.join(format!("var/tmp/adaptest-redis-{port}.pid")),
+    };
+    let sb = Sandbox::new();
+    sb.write(
+        "suites/arch.toml",
+        &format!(
+            "[suite]\nid = \"t.redis-arch\"\ntitle = \"redis runs emulated\"\ncomponent = \"kv\"\n\n\
+             [[case]]\nid = \"info\"\ntitle = \"INFO reports the emulated architecture\"\n\
+             run = \"redis-cli -p {port} info server | tr -d '\\\\r' | grep '^os:'\"\n\
+             expect = {{ stdout_regex = '^os:Linux .* aarch64$' }}\n"
+        ),
+    );
+    sb.write(
+        "plan.toml",
+        &format!(
+            "[product]\nname = \"arm64 under qemu-user\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n{}\n{}\n\
+             [[matrix]]\ntargets = [\"arm64\"]\ncomponents = [\"os\"]\nsuites = [\"os.basic\"]\n\n\
+             [[matrix]]\ntargets = [\"arm64\"]\ncomponents = [\"redis\"]\nsuites = [\"mw.kv\", \"t.redis-arch\"]\n",
+            target("arm64", "aarch64", &rootfs),
+            redis_component(port)
+        ),
+    );
+    let run = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
+    run.expect_code(0);
+    let dir = sb.run_dir();
+    let env = env_of(&dir, "arm64");
+    assert_eq!(env["arch"], "aarch64", "{env:#}");
+    assert_eq!(env["target_kind"], "qemu-user");
+    assert_eq!(env["os_id"], "debian");
+    assert_eq!(env["extra"]["qemu_user_mode"], "chroot");
+    assert!(
+        env["cpu_model"]
+            .as_str()
+            .unwrap()
+            .starts_with("qemu-user aarch64 emulation"),
+        "{env:#}"
+    );
+    let res = results(&dir);
+    assert_mandatory_pass(&res, "arm64/os/os.basic");
+    assert_eq!(status_of(&res, "arm64/os/os.basic", "arch"), "passed");
+    assert_mandatory_pass(&res, "arm64/redis/mw.kv");
+    assert_eq!(
+        status_of(&res, "arm64/redis/t.redis-arch", "info"),
+        "passed"
+    );
+    // The mounts the target made inside the rootfs are gone again.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!(" {}/", rootfs.display())),
+        "mounts left under {}:\n{mounts}",
+        rootfs.display()
+    );
+}
+
+#[test]
+fn loongarch64_sysroot_reports_loongarch_and_runs_sqlite_and_redis() {
+    let sysroot = payload("loongarch64");
+    let port = free_port();
+    let _redis = RedisGuard {
+        pidfile: sysroot.join(format!("var/tmp/adaptest-redis-{port}.pid")),
+    };
+    let sb = Sandbox::new();
+    sb.write(
+        "suites/la.toml",
+        "[suite]\nid = \"t.la64\"\ntitle = \"LoongArch programs\"\ncomponent = \"os\"\n\n\
+         [[case]]\nid = \"uname\"\ntitle = \"uname -m\"\nrun = \"uname -m\"\nexpect = { stdout = \"loongarch64\" }\n\n\
+         [[case]]\nid = \"sqlite\"\ntitle = \"the zig-built sqlite3 answers\"\nstdin = \"select sqlite_version();\"\n\
+         run = \"sqlite3\"\nexpect = { stdout_regex = '^3\\.[0-9]+\\.[0-9]+$' }\n\n\
+         [[case]]\nid = \"sqlite-elf\"\ntitle = \"sqlite3 is a LoongArch ELF\"\n\
+         run = \"od -An -tu1 -j18 -N2 /usr/bin/sqlite3 | awk '{print $1 + 256 * $2}'\"\nexpect = { stdout = \"258\" }\n",
+    );
+    sb.write(
+        "suites/la-redis.toml",
+        &format!(
+            "[suite]\nid = \"t.la64-redis\"\ntitle = \"redis runs emulated\"\ncomponent = \"kv\"\n\n\
+             [[case]]\nid = \"info\"\ntitle = \"INFO reports loongarch64\"\n\
+             run = \"redis-cli -p {port} info server | tr -d '\\\\r' | grep '^os:'\"\n\
+             expect = {{ stdout_regex = '^os:Linux .* loongarch64$' }}\n"
+        ),
+    );
+    sb.write(
+        "plan.toml",
+        &format!(
+            "[product]\nname = \"loongarch64 under qemu-user\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n{}\n{}\n\
+             [[matrix]]\ntargets = [\"la64\"]\ncomponents = [\"os\"]\nsuites = [\"os.basic\", \"t.la64\"]\n\n\
+             [[matrix]]\ntargets = [\"la64\"]\ncomponents = [\"redis\"]\nsuites = [\"mw.kv\", \"t.la64-redis\"]\n",
+            target("la64", "loongarch64", &sysroot),
+            redis_component(port)
+        ),
+    );
+    let run = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
+    run.expect_code(0);
+    let dir = sb.run_dir();
+    let env = env_of(&dir, "la64");
+    assert_eq!(env["arch"], "loongarch64", "{env:#}");
+    assert_eq!(env["os_id"], "adaptest-sysroot");
+    assert_eq!(env["extra"]["qemu_user_mode"], "chroot");
+    let res = results(&dir);
+    assert_mandatory_pass(&res, "la64/os/t.la64");
+    assert_mandatory_pass(&res, "la64/os/os.basic");
+    assert_eq!(status_of(&res, "la64/os/os.basic", "arch"), "passed");
+    assert_mandatory_pass(&res, "la64/redis/mw.kv");
+    assert_eq!(status_of(&res, "la64/redis/t.la64-redis", "info"), "passed");
+}
+
+/// Without binfmt (forced here), the host's shell runs the command and the root's programs run
+/// through `qemu-<arch>-static -L` wrappers: the environment says so, its arch is the emulated
+/// `uname`'s and its OS identity the root's, and the root's programs work.
+#[test]
+fn host_shell_mode_runs_the_roots_programs_and_says_so() {
+    let sysroot = payload("loongarch64");
+    let sb = Sandbox::new();
+    sb.write(
+        "suites/la.toml",
+        "[suite]\nid = \"t.la64\"\ntitle = \"LoongArch programs\"\ncomponent = \"os\"\n\n\
+         [[case]]\nid = \"uname\"\ntitle = \"uname -m\"\nrun = \"uname -m\"\nexpect = { stdout = \"loongarch64\" }\n\n\
+         [[case]]\nid = \"sqlite\"\ntitle = \"sqlite3 through its wrapper\"\nstdin = \"select 6 * 7;\"\n\
+         run = \"sqlite3\"\nexpect = { stdout = \"42\" }\n",
+    );
+    sb.write(
+        "plan.toml",
+        &format!(
+            "{}\n[[matrix]]\ntargets = [\"la64\"]\ncomponents = [\"os\"]\nsuites = [\"t.la64\"]\n",
+            target("la64", "loongarch64", &sysroot)
+        ),
+    );
+    let out = sb
+        .cmd(&[
+            "run",
+            "--plan",
+            "plan.toml",
+            "--suites",
+            "suites",
+            "--no-builtin",
+        ])
+        .env("ADAPTEST_QEMU_USER_MODE", "host-shell")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = sb.run_dir();
+    let env = env_of(&dir, "la64");
+    assert_eq!(env["arch"], "loongarch64", "{env:#}");
+    assert_eq!(env["extra"]["qemu_user_mode"], "host-shell");
+    assert!(
+        env["extra"]["userland"]
+            .as_str()
+            .unwrap()
+            .contains("host /bin/sh"),
+        "{env:#}"
+    );
+    assert_eq!(env["os_id"], "adaptest-sysroot");
+    assert_eq!(env["libc"], "static (no shared C library)");
+}
+
+#[test]
+fn qemu_user_fields_are_validated() {
+    let sb = Sandbox::new();
+    sb.write(
+        "plan.toml",
+        "[[target]]\nid = \"q\"\nkind = \"qemu-user\"\nrootfs = \"/nonexistent/adaptest-rootfs\"\nhost = \"x\"\n\n\
+         [[matrix]]\ntargets = [\"q\"]\ncomponents = [\"os\"]\nsuites = [\"os.basic\"]\n",
+    );
+    let run = sb.run(&["validate", "plan.toml"]);
+    run.expect_code(2);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    for needle in [
+        "target[0].arch",
+        "target[0].rootfs",
+        "/nonexistent/adaptest-rootfs",
+        "target[0].host",
+    ] {
+        assert!(all.contains(needle), "{needle} missing in:\n{all}");
+    }
+}

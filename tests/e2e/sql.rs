@@ -1,0 +1,408 @@
+//! SQL certification through the real binary: the built-in `db.sql-core` suite passes on this
+//! machine's PostgreSQL 15, MariaDB 10.11 and SQLite, through the drivers and through the
+//! `psql`, `mysql` and `sqlite3` clients on the target; a wrong password and a server that is
+//! not listening give clear failures naming the cause, never a hang; and a password given to a
+//! component appears in no file of the run directory.
+
+use crate::util::{Sandbox, case_statuses, free_port, results};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A plan with these `[[component]]` blocks (TOML bodies, `id` first) and the given suites.
+fn plan(components: &[&str], suites: &[&str]) -> String {
+    let mut s = String::from(
+        "[product]\nname = \"SQL e2e\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n[[target]]\nid = \"local\"\nkind = \"local\"\n",
+    );
+    let mut ids = Vec::new();
+    for c in components {
+        s.push_str(&format!("\n[[component]]\n{c}\n"));
+        let id = c
+            .lines()
+            .find_map(|l| l.strip_prefix("id = "))
+            .expect("component id first")
+            .trim_matches('"');
+        ids.push(format!("{id:?}"));
+    }
+    let suites: Vec<String> = suites.iter().map(|s| format!("{s:?}")).collect();
+    s.push_str(&format!(
+        "\n[[matrix]]\ntargets = [\"local\"]\ncomponents = [{}]\nsuites = [{}]\n",
+        ids.join(", "),
+        suites.join(", ")
+    ));
+    s
+}
+
+const PG: &str = "id = \"pg\"\nkind = \"postgres\"\nuser = \"postgres\"\ndatabase = \"test\"";
+const MARIA: &str = "id = \"maria\"\nkind = \"mariadb\"\nuser = \"root\"\ndatabase = \"test\"";
+const LITE: &str = "id = \"lite\"\nkind = \"sqlite\"";
+const PSQL: &str = "id = \"pgcli\"\nkind = \"psql\"\nuser = \"postgres\"\ndatabase = \"test\"";
+const MYCLI: &str = "id = \"mariacli\"\nkind = \"mysql-cli\"\nuser = \"root\"\ndatabase = \"test\"";
+const LITECLI: &str = "id = \"litecli\"\nkind = \"sqlite-cli\"";
+
+/// Every case of the run: (combination, case, status, reason).
+fn cases(results: &Value) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for c in results["combinations"].as_array().unwrap() {
+        for k in c["cases"].as_array().unwrap() {
+            out.push((
+                c["id"].as_str().unwrap().to_string(),
+                k["id"].as_str().unwrap().to_string(),
+                k["status"].as_str().unwrap().to_string(),
+                k["reason"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// Cases not in `want` status, for a readable assertion.
+fn not_status<'a>(
+    all: &'a [(String, String, String, String)],
+    want: &str,
+) -> Vec<&'a (String, String, String, String)> {
+    all.iter().filter(|c| c.2 != want).collect()
+}
+
+#[test]
+fn sql_core_passes_on_postgres_mariadb_and_sqlite_through_their_drivers() {
+    let sb = Sandbox::new();
+    sb.write("plan.toml", &plan(&[PG, MARIA, LITE], &["db.sql-core"]));
+    sb.run(&["run", "--plan", "plan.toml"]).expect_code(0);
+    let r = results(&sb.run_dir());
+    let all = cases(&r);
+    assert_eq!(all.len(), 3 * 16, "{all:?}");
+    assert!(
+        not_status(&all, "passed").is_empty(),
+        "{:#?}",
+        not_status(&all, "passed")
+    );
+    // the two-session case ran (drivers keep transactions across operations)
+    assert!(
+        all.iter()
+            .any(|c| c.0 == "local/maria/db.sql-core" && c.1 == "isolation" && c.2 == "passed")
+    );
+}
+
+#[test]
+fn sql_core_passes_through_psql_mysql_and_sqlite3_on_the_target() {
+    let sb = Sandbox::new();
+    sb.write(
+        "plan.toml",
+        &plan(&[PSQL, MYCLI, LITECLI], &["db.sql-core"]),
+    );
+    sb.run(&["run", "--plan", "plan.toml"]).expect_code(0);
+    let r = results(&sb.run_dir());
+    let all = cases(&r);
+    assert_eq!(all.len(), 3 * 16, "{all:?}");
+    for c in &all {
+        if c.1 == "isolation" {
+            // one client run per operation cannot hold a transaction open between steps
+            assert_eq!(c.2, "skipped", "{c:?}");
+            assert!(c.3.contains("sql.tx"), "{c:?}");
+        } else {
+            assert_eq!(c.2, "passed", "{c:?}");
+        }
+    }
+}
+
+/// A user suite: one `sql` case and one `steps` case that touch the database.
+const AUTH_SUITE: &str = r#"
+[suite]
+id = "e2e.sql-auth"
+title = "SQL with a password"
+component = "sql"
+
+[defaults]
+timeout = "60s"
+
+[[case]]
+id = "slt"
+title = "a script"
+sql = "auth.slt"
+
+[[case]]
+id = "steps"
+title = "steps"
+steps = [ { op = "sql.query", sql = "select 1 as one", expect = { rows = [["1"]] } } ]
+"#;
+
+const AUTH_SLT: &str = "query I\nselect 40 + 2\n----\n42\n";
+
+/// A throwaway PostgreSQL cluster that asks for passwords (this machine's server trusts local
+/// connections, so it cannot reject one): initdb as `postgres` into a scratch directory, on a
+/// free port of 127.0.0.1; stopped (by its own pg_ctl) and removed on drop.
+struct PasswordPg {
+    dir: PathBuf,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PasswordPg {
+    fn start(password: &str) -> PasswordPg {
+        let dir = std::env::temp_dir().join(format!(
+            "adaptest-e2e-pwpg-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), password).unwrap();
+        assert!(
+            Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let data = dir.join("data").display().to_string();
+        let pwfile = dir.join("pw").display().to_string();
+        as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            "--pwfile",
+            &pwfile,
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let log = dir.join("log").display().to_string();
+        as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data,
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+        PasswordPg { dir, port }
+    }
+}
+
+fn as_postgres(args: &[&str]) {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for PasswordPg {
+    fn drop(&mut self) {
+        let data = self.dir.join("data").display().to_string();
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{PG_BIN}/pg_ctl"),
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run SQL on this machine's MariaDB as root.
+fn mariadb(sql: &str) {
+    let out = Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-u", "root", "test", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A MariaDB user with a password, dropped on drop.
+struct MariaUser;
+
+impl MariaUser {
+    fn create(password: &str) -> MariaUser {
+        mariadb("drop user if exists 'adaptest_e2e_auth'@'%', 'adaptest_e2e_auth'@'localhost'");
+        for host in ["%", "localhost"] {
+            mariadb(&format!(
+                "create user 'adaptest_e2e_auth'@'{host}' identified by '{password}'"
+            ));
+            mariadb(&format!(
+                "grant select on test.* to 'adaptest_e2e_auth'@'{host}'"
+            ));
+        }
+        MariaUser
+    }
+}
+
+impl Drop for MariaUser {
+    fn drop(&mut self) {
+        let _ = Command::new("mysql")
+            .args(["-h", "127.0.0.1", "-u", "root", "-e"])
+            .arg("drop user if exists 'adaptest_e2e_auth'@'%', 'adaptest_e2e_auth'@'localhost'")
+            .output();
+    }
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+const PASSWORD: &str = "S3cr3t-adaptest-e2e-7c41d";
+
+#[test]
+fn a_wrong_password_says_authentication_failed_and_no_password_reaches_the_run_directory() {
+    let pg = PasswordPg::start(PASSWORD);
+    let _user = MariaUser::create(PASSWORD);
+    let components = [
+        format!(
+            "id = \"pg\"\nkind = \"postgres\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"",
+            pg.port
+        ),
+        format!(
+            "id = \"pgcli\"\nkind = \"psql\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"",
+            pg.port
+        ),
+        "id = \"maria\"\nkind = \"mariadb\"\nuser = \"adaptest_e2e_auth\"\ndatabase = \"test\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"".to_string(),
+        "id = \"mariacli\"\nkind = \"mysql-cli\"\nuser = \"adaptest_e2e_auth\"\ndatabase = \"test\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"".to_string(),
+    ];
+    let components: Vec<&str> = components.iter().map(String::as_str).collect();
+
+    // the right password: everything passes
+    let good = Sandbox::new();
+    good.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
+    good.write("suites/auth.toml", AUTH_SUITE);
+    good.write("suites/auth.slt", AUTH_SLT);
+    let run = good
+        .cmd(&["run", "--plan", "plan.toml", "--suites", "suites"])
+        .env("ADAPTEST_E2E_SQL_PW", PASSWORD)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let statuses = case_statuses(&results(&good.run_dir()));
+    assert_eq!(statuses.len(), 8, "{statuses:?}");
+    assert!(statuses.iter().all(|s| s.2 == "passed"), "{statuses:?}");
+    assert!(files_containing(&good.run_dir(), PASSWORD).is_empty());
+
+    // a wrong one: every case fails fast, saying why, and shows neither password
+    let wrong = format!("{PASSWORD}-wrong");
+    let bad = Sandbox::new();
+    bad.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
+    bad.write("suites/auth.toml", AUTH_SUITE);
+    bad.write("suites/auth.slt", AUTH_SLT);
+    let started = Instant::now();
+    let run = bad
+        .cmd(&[
+            "run",
+            "--plan",
+            "plan.toml",
+            "--suites",
+            "suites",
+            "--format",
+            "json",
+        ])
+        .env("ADAPTEST_E2E_SQL_PW", &wrong)
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_ne!(run.status.code(), Some(0));
+    let all = cases(&results(&bad.run_dir()));
+    assert_eq!(all.len(), 8, "{all:?}");
+    for c in &all {
+        assert!(matches!(c.2.as_str(), "error" | "failed"), "{c:?}");
+        assert!(c.3.contains("authentication failed"), "{c:?}");
+    }
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!out.contains(PASSWORD), "the password is in the output");
+    let leaks = files_containing(&bad.run_dir(), PASSWORD);
+    assert!(leaks.is_empty(), "the password is in {leaks:?}");
+    for f in ["results.json", "junit.xml", "report.html"] {
+        assert!(bad.run_dir().join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn a_server_that_is_not_listening_is_connection_refused_not_a_hang() {
+    let port = free_port();
+    let sb = Sandbox::new();
+    let components = [
+        format!("id = \"pg\"\nkind = \"postgres\"\nport = {port}\nuser = \"postgres\""),
+        format!("id = \"maria\"\nkind = \"mariadb\"\nport = {port}\nuser = \"root\""),
+        format!("id = \"pgcli\"\nkind = \"psql\"\nport = {port}\nuser = \"postgres\""),
+        format!("id = \"mariacli\"\nkind = \"mysql-cli\"\nport = {port}\nuser = \"root\""),
+    ];
+    let components: Vec<&str> = components.iter().map(String::as_str).collect();
+    sb.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
+    sb.write("suites/auth.toml", AUTH_SUITE);
+    sb.write("suites/auth.slt", AUTH_SLT);
+    let started = Instant::now();
+    let run = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let all = cases(&results(&sb.run_dir()));
+    assert_eq!(all.len(), 8, "{all:?}");
+    for c in &all {
+        assert!(matches!(c.2.as_str(), "error" | "failed"), "{c:?}");
+        assert!(c.3.contains("connection refused"), "{c:?}");
+    }
+}
