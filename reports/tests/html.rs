@@ -214,7 +214,7 @@ fn html_marks_waived_and_expired_waivers() {
     assert!(html.contains("<span class=\"tag waived\">waived W1</span>"));
     assert!(html.contains("<span class=\"tag expired\">W2 expired (not applied)</span>"));
     assert!(html.contains("tuned by the installer &lt;later&gt;"));
-    assert!(html.contains("<td class=\"nw c-failed\">expired (not applied)</td>"));
+    assert!(html.contains("<td class=\"c-failed\">expired (not applied)</td>"));
     assert!(
         html.contains(
             "<li>1 failure(s) matched a waiver that had expired; it was not applied.</li>"

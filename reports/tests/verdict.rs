@@ -286,9 +286,18 @@ fn junit_carries_verdicts_and_waivers() {
             .find(|p| p.name.as_str() == name)
             .map(|p| p.value.to_string())
     };
-    assert_eq!(prop(&suite.properties, "verdict").as_deref(), Some("not_certified"));
+    assert_eq!(
+        prop(&suite.properties, "verdict").as_deref(),
+        Some("not_certified")
+    );
     let cases = &suite.test_cases;
-    assert_eq!(prop(&cases[0].properties, "waiver").as_deref(), Some("active: known"));
-    assert_eq!(prop(&cases[1].properties, "waiver").as_deref(), Some("expired: known"));
+    assert_eq!(
+        prop(&cases[0].properties, "waiver").as_deref(),
+        Some("active: known")
+    );
+    assert_eq!(
+        prop(&cases[1].properties, "waiver").as_deref(),
+        Some("expired: known")
+    );
     assert_eq!(prop(&cases[2].properties, "waiver"), None);
 }
