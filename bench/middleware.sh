@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh start >/dev/null
 cargo build --release -q -p adaptest
-bin="${CARGO_TARGET_DIR:-target}/release/adaptest"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/adaptest"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

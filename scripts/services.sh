@@ -225,10 +225,25 @@ stop_pids() { # name
   log "stopped $1"
 }
 
+# The `test` database the SQL tests and the example plan use (best effort: the servers'
+# authentication is the machine's business).
+ensure_test_databases() {
+  if command -v psql >/dev/null 2>&1 && command -v runuser >/dev/null 2>&1; then
+    if ! runuser -u postgres -- psql -Atqc "select 1 from pg_database where datname = 'test'" 2>/dev/null | grep -q 1; then
+      runuser -u postgres -- psql -qc 'create database test' >/dev/null 2>&1 \
+        && log "created PostgreSQL database test" || true
+    fi
+  fi
+  if command -v mariadb >/dev/null 2>&1; then
+    mariadb -uroot -e 'create database if not exists test' >/dev/null 2>&1 || true
+  fi
+}
+
 cmd_start() {
   install -d "$STATE"
   start_postgres
   start_mariadb
+  ensure_test_databases
   start_redis
   start_rabbitmq
   start_mosquitto

@@ -984,3 +984,77 @@ async fn http_not_listening_and_killed_server() {
     .await;
     assert_lost(res);
 }
+
+/// nginx over TLS with a self-signed certificate for 127.0.0.1 (made with the openssl CLI).
+fn private_nginx_tls() -> (Private, PathBuf) {
+    let port = free_port();
+    let dir = scratch("nginx-tls");
+    let root = dir.join("www");
+    write_docroot(&root);
+    // A CA, and a server certificate it signs (a self-signed CA cannot be the server's own).
+    let script = "set -e\n\
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=adaptest-test-ca -keyout ca.key -out ca.pem\n\
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr\n\
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext\n\
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out cert.pem\n";
+    let st = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n\
+         ssl_certificate_key {d}/key.pem;\n    root {root};\n  }}\n}}\n",
+        root = root.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"));
+    let ca = dir.join("ca.pem");
+    (Private::start("nginx (TLS)", port, dir, &mut cmd), ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_over_tls_checks_the_certificate() {
+    let (server, ca) = private_nginx_tls();
+    let mut c = cfg("http");
+    c.options.insert("tls".into(), "true".into());
+    c.options
+        .insert("tls_ca_file".into(), ca.display().to_string());
+    let mut s = open_ok(&c, server.port).await;
+    let r = ok(&mut s, "http.request", json!({"path": "/"})).await;
+    assert_eq!(r["status"], json!(200));
+    let r = ok(&mut s, "http.request", json!({"path": "/"})).await;
+    assert_eq!(r["connection_reused"], json!(true));
+    // The name in the URL (and SNI) can differ from the address connected to.
+    c.options.insert("server_name".into(), "localhost".into());
+    let mut s = open_ok(&c, server.port).await;
+    assert_eq!(
+        ok(&mut s, "http.request", json!({"path": "/"})).await["status"],
+        json!(200)
+    );
+    // Without the CA the certificate is not trusted: the request fails, it does not hang.
+    let mut c = cfg("http");
+    c.options.insert("tls".into(), "true".into());
+    c.options.insert("timeout_ms".into(), "3000".into());
+    let mut s = open_ok(&c, server.port).await;
+    let res = bounded(
+        "an untrusted certificate",
+        20,
+        run(&mut s, "http.request", json!({"path": "/"})),
+    )
+    .await;
+    let msg = assert_lost(res);
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+}

@@ -160,7 +160,7 @@ pub fn main() -> i32 {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ADAPTEST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,lapin=off".into()),
         )
         .with_writer(std::io::stderr)
         .try_init();

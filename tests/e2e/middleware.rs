@@ -530,3 +530,22 @@ fn a_durable_message_survives_a_broker_restart() {
         "the lifecycle stop ended the private broker"
     );
 }
+
+#[test]
+fn the_loopback_example_plan_is_valid() {
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/loopback-plan.toml");
+    let sb = Sandbox::new();
+    let r = sb.run(&["plan", "show", plan.to_str().unwrap()]);
+    r.expect_code(0);
+    for combo in [
+        "local/postgres/db.sql-core",
+        "local/mariadb/db.sql-core",
+        "local/redis/mw.kv",
+        "local/rabbitmq/mw.queue",
+        "local/mosquitto/mw.pubsub",
+        "local/nats/mw.pubsub",
+        "local/nginx/mw.http",
+    ] {
+        assert!(r.stdout.contains(combo), "{combo} in:\n{}", r.stdout);
+    }
+}
