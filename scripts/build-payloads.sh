@@ -10,8 +10,10 @@
 #
 # Idempotent: each payload lands in ${ADAPTEST_CACHE:-$HOME/.cache/adaptest}/payloads/<name>
 # only once it is complete (built in <name>.tmp, then renamed), and a complete payload is
-# reused. A lock per payload serialises concurrent callers (parallel tests). Installs what it needs with
-# apt/pip. Needs root (debootstrap, chroot, binfmt_misc).
+# reused (rebuilt when its recipe number below changes). A lock per payload serialises
+# concurrent callers (parallel tests). The binfmt_misc entry a payload runs through is checked
+# (and enabled) every time, also for a cached payload. Installs what it needs with apt/pip.
+# Needs root (debootstrap, chroot, binfmt_misc).
 #
 # Usage: scripts/build-payloads.sh [all|aarch64|loongarch64]...      (default: all)
 # Prints one line per payload: `<name> <path>`.
@@ -20,7 +22,7 @@ set -euo pipefail
 ZIG_VERSION=0.17.1 # checked with `pip index versions ziglang`
 # Bump when a recipe changes: a cached payload built by another recipe is rebuilt.
 ARM64_RECIPE=1
-LOONG_RECIPE=2
+LOONG_RECIPE=3
 CACHE="${ADAPTEST_CACHE:-$HOME/.cache/adaptest}/payloads"
 ARM64="$CACHE/debian-bookworm-arm64"
 LOONG="$CACHE/loongarch64-sysroot"
@@ -97,6 +99,18 @@ safe_rm() {
   rm -rf --one-file-system "$1"
 }
 
+# retire DIR: remove an outdated payload, unless something has file systems mounted inside it
+# (a run using it right now): then stop rather than pull them away.
+retire() {
+  [ -e "$1" ] || return 0
+  local d
+  d=$(realpath -m "$1")
+  if awk -v d="$d" 'index($2, d "/") == 1 { f = 1 } END { exit !f }' /proc/mounts; then
+    die "$d is in use (file systems are mounted inside it); rerun when that run has ended"
+  fi
+  rm -rf --one-file-system "$1"
+}
+
 # mount_chroot_fs ROOT: what apt and maintainer scripts need inside a chroot (undone by umount_under).
 mount_chroot_fs() {
   mount -t proc proc "$1/proc"
@@ -110,10 +124,11 @@ mount_chroot_fs() {
 build_arm64() {
   exec 8>"$CACHE/.lock-arm64"
   flock 8
+  apt_install qemu-user-static binfmt-support
+  enable_binfmt aarch64
   if current "$ARM64" "$ARM64_RECIPE"; then log "arm64 rootfs: cached"; echo "debian-bookworm-arm64 $ARM64"; return; fi
   local t0=$SECONDS tmp="$ARM64.tmp" mirror
-  apt_install debootstrap qemu-user-static binfmt-support
-  enable_binfmt aarch64
+  apt_install debootstrap
   safe_rm "$tmp"
   mirror=$(debian_mirror)
   log "arm64 rootfs: debootstrap (2-4 min)"
@@ -136,7 +151,7 @@ build_arm64() {
   umount_under "$tmp"
   trap - EXIT
   printf 'recipe %s\ndebian-bookworm-arm64 built %s by scripts/build-payloads.sh\n' "$ARM64_RECIPE" "$(date -u +%FT%TZ)" > "$tmp/$MARK"
-  safe_rm "$ARM64"
+  retire "$ARM64"
   mv "$tmp" "$ARM64"
   log "arm64 rootfs: built in $((SECONDS - t0)) s"
   echo "debian-bookworm-arm64 $ARM64"
@@ -184,10 +199,11 @@ debian_source() {
 build_loongarch() {
   exec 7>"$CACHE/.lock-loongarch64"
   flock 7
-  if current "$LOONG" "$LOONG_RECIPE"; then log "loongarch64 sysroot: cached"; echo "loongarch64-sysroot $LOONG"; return; fi
-  local t0=$SECONDS tmp="$LOONG.tmp" zig tools src sqlite redis busybox
-  apt_install qemu-user-static binfmt-support dpkg-dev make gcc libc6-dev tcl autotools-dev
+  apt_install qemu-user-static binfmt-support
   enable_binfmt loongarch64
+  if current "$LOONG" "$LOONG_RECIPE"; then log "loongarch64 sysroot: cached"; echo "loongarch64-sysroot $LOONG"; return; fi
+  local t0=$SECONDS tmp="$LOONG.tmp" zig tools src
+  apt_install dpkg-dev make gcc libc6-dev tcl autotools-dev
   zig=$(ensure_zig)
   ensure_deb_src
 
@@ -222,13 +238,16 @@ EOF
     log "sqlite3: configure + amalgamation"
     (cd "$src" && ./configure --disable-tcl >/dev/null && make -j"$jobs" sqlite3.c shell.c >/dev/null) || die "sqlite3 amalgamation failed"
   fi
-  if [ ! -e "$src/sqlite3.loongarch64" ]; then
+  # HAVE_USLEEP: without it SQLite's busy handler sleeps whole seconds (concurrent clients crawl).
+  local sqlite_bin="$src/sqlite3.loongarch64-r$LOONG_RECIPE"
+  if [ ! -e "$sqlite_bin" ]; then
     log "sqlite3: zig cc (the first zig build for a target also builds musl: ~1 min)"
-    "$CC" -static -O2 -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION -I"$src" \
-      "$src/shell.c" "$src/sqlite3.c" -o "$src/sqlite3.loongarch64.tmp" || die "sqlite3 build failed"
-    mv "$src/sqlite3.loongarch64.tmp" "$src/sqlite3.loongarch64"
+    "$CC" -static -O2 -DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION -DHAVE_USLEEP=1 \
+      -DHAVE_FDATASYNC=1 -DHAVE_LOCALTIME_R=1 -DHAVE_GMTIME_R=1 -I"$src" \
+      "$src/shell.c" "$src/sqlite3.c" -o "$sqlite_bin.tmp" || die "sqlite3 build failed"
+    mv "$sqlite_bin.tmp" "$sqlite_bin"
   fi
-  install -m 755 "$src/sqlite3.loongarch64" "$tmp/usr/bin/sqlite3"
+  install -m 755 "$sqlite_bin" "$tmp/usr/bin/sqlite3"
 
   # Redis: Debian's source, bundled deps, libc malloc, no TLS/systemd.
   src=$(debian_source redis)
@@ -308,7 +327,7 @@ EOF
     [ "$(od -An -tu1 -j18 -N2 "$f" | awk '{print $1 + 256 * $2}')" = 258 ] || die "$f is not a LoongArch ELF"
   done
   printf 'recipe %s\nloongarch64-sysroot built %s by scripts/build-payloads.sh (zig %s)\n' "$LOONG_RECIPE" "$(date -u +%FT%TZ)" "$ZIG_VERSION" > "$tmp/$MARK"
-  safe_rm "$LOONG"
+  retire "$LOONG"
   mv "$tmp" "$LOONG"
   log "loongarch64 sysroot: built in $((SECONDS - t0)) s"
   echo "loongarch64-sysroot $LOONG"

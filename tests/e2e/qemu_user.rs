@@ -273,3 +273,28 @@ fn qemu_user_fields_are_validated() {
         assert!(all.contains(needle), "{needle} missing in:\n{all}");
     }
 }
+
+/// The SQL core suite through the `sqlite-cli` adapter, with the zig-built LoongArch sqlite3 as
+/// the client: every statement is a `sqlite3` process under emulation (2000 of them for the
+/// concurrency case).
+#[test]
+fn loongarch64_sqlite3_passes_db_sql_core_through_the_cli_adapter() {
+    let sysroot = payload("loongarch64");
+    let sb = Sandbox::new();
+    sb.write(
+        "plan.toml",
+        &format!(
+            "{}\n[[component]]\nid = \"sqlite-la64\"\nkind = \"sqlite-cli\"\ncli = \"/usr/bin/sqlite3\"\n\n\
+             [[matrix]]\ntargets = [\"la64\"]\ncomponents = [\"sqlite-la64\"]\nsuites = [\"db.sql-core\"]\n",
+            target("la64", "loongarch64", &sysroot)
+        ),
+    );
+    let run = sb.run(&["run", "--plan", "plan.toml"]);
+    run.expect_code(0);
+    let res = results(&sb.run_dir());
+    assert_mandatory_pass(&res, "la64/sqlite-la64/db.sql-core");
+    assert_eq!(
+        status_of(&res, "la64/sqlite-la64/db.sql-core", "chinese"),
+        "passed"
+    );
+}

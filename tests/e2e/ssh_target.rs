@@ -424,3 +424,58 @@ fn ssh_target_fields_are_validated() {
         assert!(all.contains(needle), "{needle} missing in:\n{all}");
     }
 }
+
+/// A component on the machine is reached through an ssh local forward: Redis started over ssh
+/// by the plan's lifecycle, the built-in `mw.kv` suite through the forwarded port.
+#[test]
+fn a_component_port_is_forwarded_over_ssh() {
+    let sshd = Sshd::start();
+    let sb = Sandbox::new();
+    let port = free_port();
+    let data = sb.path().join("redis");
+    std::fs::create_dir(&data).unwrap();
+    let d = data.display();
+    struct KillRedis(PathBuf);
+    impl Drop for KillRedis {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+                .filter(|&p| p > 1 && alive(p))
+            {
+                kill_tree(pid);
+            }
+        }
+    }
+    let _redis = KillRedis(data.join("redis.pid"));
+    let component = format!(
+        r#"[[component]]
+id = "cache"
+kind = "redis"
+port = {port}
+
+[component.lifecycle]
+start = "redis-server --bind 127.0.0.1 --port {port} --daemonize yes --save '' --pidfile {d}/redis.pid --logfile {d}/redis.log --dir {d}"
+ready = "redis-cli -p {port} ping | grep -q PONG"
+stop = "redis-cli -p {port} shutdown nosave || true"
+"#
+    );
+    sb.write(
+        "plan.toml",
+        &format!(
+            "{}\n{component}\n[[matrix]]\ntargets = [\"lab\"]\ncomponents = [\"cache\"]\nsuites = [\"mw.kv\"]\n",
+            sshd.target("lab")
+        ),
+    );
+    let run = sb.run(&["run", "--plan", "plan.toml"]);
+    run.expect_code(0);
+    let res = results(&sb.run_dir());
+    let kv: Vec<_> = case_statuses(&res)
+        .into_iter()
+        .filter(|(c, _, _)| c == "lab/cache/mw.kv")
+        .collect();
+    assert!(!kv.is_empty(), "{res:#}");
+    for (_, case, status) in kv {
+        assert_eq!(status, "passed", "{case}");
+    }
+}

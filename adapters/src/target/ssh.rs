@@ -360,9 +360,11 @@ impl SshTarget {
                 text.push_str(&format!("{k} {v}\n"));
             }
             text.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n");
+            static CONFIGS: AtomicU64 = AtomicU64::new(0);
             let path = std::env::temp_dir().join(format!(
-                "adaptest-ssh-{}-{}.conf",
+                "adaptest-ssh-{}-{}-{}.conf",
                 std::process::id(),
+                CONFIGS.fetch_add(1, Ordering::Relaxed),
                 self.id
             ));
             std::fs::write(&path, text).map_err(|e| {
