@@ -127,7 +127,10 @@ async fn connect(url: &str) -> Db {
         Conn::My(o.pipes_as_concat(false).connect().await.expect("connect"))
     } else {
         let o: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("sqlite url");
-        Conn::Lite(o.create_if_missing(true).connect().await.expect("connect"))
+        let o = o
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        Conn::Lite(o.connect().await.expect("connect"))
     };
     Db(conn)
 }

@@ -47,11 +47,33 @@ fn port_of(kind: &str) -> Option<u16> {
     component::component_kind(kind).and_then(|k| k.default_port)
 }
 
-/// A scratch directory standing in for the combination's work directory on the target.
-fn workdir(name: &str) -> String {
+/// A scratch directory standing in for the combination's work directory on the target;
+/// removed when dropped (also when a test fails).
+struct Dir(String);
+
+impl std::ops::Deref for Dir {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Dir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn workdir(name: &str) -> Dir {
     let d = std::env::temp_dir().join(format!("adaptest-sqltest-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d.display().to_string()
+    Dir(d.display().to_string())
 }
 
 fn endpoint(kind: &str, port: Option<u16>, dir: &str) -> Endpoint {
@@ -151,7 +173,6 @@ async fn every_engine_round_trips_rows_nulls_and_chinese_text() {
         assert!(!v.is_empty(), "{kind}");
         let info = s.execute("sql.info", &Map::new()).await.unwrap();
         assert_eq!(info["kind"], *kind);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -208,7 +229,6 @@ async fn sql_errors_carry_the_engines_codes() {
             matches!(e, ComponentError::Arguments { .. }),
             "{kind}: {e:?}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -250,7 +270,6 @@ async fn drivers_keep_transactions_across_operations_and_isolate_sessions() {
         exec(s2.as_mut(), &format!("drop table {t}")).await;
         s1.close().await.unwrap();
         s2.close().await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -282,7 +301,6 @@ async fn cli_sessions_refuse_transactions_spanning_operations() {
         let r = query(s.as_mut(), &format!("select count(*) from {t}")).await;
         assert_eq!(r["rows"], json!([["0"]]), "{kind}");
         exec(s.as_mut(), &format!("drop table {t}")).await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -321,7 +339,6 @@ async fn a_server_that_is_not_listening_is_connection_refused() {
             "{kind}: took {:?}",
             started.elapsed()
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -500,7 +517,6 @@ async fn a_wrong_password_is_authentication_failed_and_never_shown() {
     )
     .await;
     drop(pg);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -573,7 +589,6 @@ async fn types_render_as_the_servers_text() {
         let mut s = open_with(&config(kind), &endpoint(kind, None, &dir)).await;
         let r = query(s.as_mut(), q).await;
         assert_eq!(&r["rows"], want, "{kind}: {r}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -646,7 +661,6 @@ async fn a_generic_cli_is_read_by_its_format_spec() {
         .expect_err("missing client");
     assert!(matches!(e, ComponentError::Connect { .. }), "{e:?}");
     assert!(e.to_string().contains("cannot be run on target"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -672,7 +686,6 @@ async fn sqlite_without_a_path_uses_a_scratch_file_removed_with_the_adapter() {
         before.iter().all(|f| !after.contains(f)),
         "left behind: {after:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn scratch_files() -> Vec<String> {
@@ -683,4 +696,21 @@ fn scratch_files() -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&prefix) && n.contains("scratchtest"))
         .collect()
+}
+
+#[tokio::test]
+async fn sqlite_memory_is_one_database_shared_by_the_sessions() {
+    let dir = workdir("memory");
+    let mut cfg = config("sqlite");
+    cfg.id = "memtest".into();
+    cfg.path = Some("/some/plan/dir/:memory:".into());
+    let a = adapter(&cfg);
+    let ep = endpoint("sqlite", None, &dir);
+    let mut s1 = a.open(&ep).await.unwrap();
+    exec(s1.as_mut(), "create table adaptest_at_mem (x int)").await;
+    exec(s1.as_mut(), "insert into adaptest_at_mem values (1)").await;
+    let mut s2 = a.open(&ep).await.unwrap();
+    let r = query(s2.as_mut(), "select x from adaptest_at_mem").await;
+    assert_eq!(r["rows"], json!([["1"]]));
+    assert!(!std::path::Path::new("/some/plan/dir").exists());
 }

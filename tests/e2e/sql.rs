@@ -34,12 +34,75 @@ fn plan(components: &[&str], suites: &[&str]) -> String {
     s
 }
 
-const PG: &str = "id = \"pg\"\nkind = \"postgres\"\nuser = \"postgres\"\ndatabase = \"test\"";
-const MARIA: &str = "id = \"maria\"\nkind = \"mariadb\"\nuser = \"root\"\ndatabase = \"test\"";
+/// A component block: `id`, `kind`, and the user and database of this machine's servers.
+fn component(id: &str, kind: &str, database: &str) -> String {
+    let user = if kind.contains("mysql") || kind == "mariadb" {
+        "root"
+    } else {
+        "postgres"
+    };
+    format!("id = \"{id}\"\nkind = \"{kind}\"\nuser = \"{user}\"\ndatabase = \"{database}\"")
+}
+
 const LITE: &str = "id = \"lite\"\nkind = \"sqlite\"";
-const PSQL: &str = "id = \"pgcli\"\nkind = \"psql\"\nuser = \"postgres\"\ndatabase = \"test\"";
-const MYCLI: &str = "id = \"mariacli\"\nkind = \"mysql-cli\"\nuser = \"root\"\ndatabase = \"test\"";
 const LITECLI: &str = "id = \"litecli\"\nkind = \"sqlite-cli\"";
+
+/// A database of its own on this machine's PostgreSQL and MariaDB (created if missing), so the
+/// suite's fixed table names meet no other test running `db.sql-core` at the same time (the
+/// loopback plan uses `test`).
+fn own_databases(name: &str) {
+    let exists = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+        ])
+        .arg(format!(
+            "select 1 from pg_database where datname = '{name}'"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        exists.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exists.stderr)
+    );
+    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-c",
+            ])
+            .arg(format!(
+                "create database {name} encoding 'UTF8' template template0"
+            ))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // (another test may have just created it)
+        assert!(
+            out.status.success() || err.contains("already exists"),
+            "{err}"
+        );
+    }
+    mariadb(&format!(
+        "create database if not exists {name} character set utf8mb4"
+    ));
+}
 
 /// Every case of the run: (combination, case, status, reason).
 fn cases(results: &Value) -> Vec<(String, String, String, String)> {
@@ -67,8 +130,11 @@ fn not_status<'a>(
 
 #[test]
 fn sql_core_passes_on_postgres_mariadb_and_sqlite_through_their_drivers() {
+    own_databases("adaptest_e2e_drivers");
+    let pg = component("pg", "postgres", "adaptest_e2e_drivers");
+    let maria = component("maria", "mariadb", "adaptest_e2e_drivers");
     let sb = Sandbox::new();
-    sb.write("plan.toml", &plan(&[PG, MARIA, LITE], &["db.sql-core"]));
+    sb.write("plan.toml", &plan(&[&pg, &maria, LITE], &["db.sql-core"]));
     sb.run(&["run", "--plan", "plan.toml"]).expect_code(0);
     let r = results(&sb.run_dir());
     let all = cases(&r);
@@ -87,10 +153,13 @@ fn sql_core_passes_on_postgres_mariadb_and_sqlite_through_their_drivers() {
 
 #[test]
 fn sql_core_passes_through_psql_mysql_and_sqlite3_on_the_target() {
+    own_databases("adaptest_e2e_clients");
+    let pg = component("pgcli", "psql", "adaptest_e2e_clients");
+    let maria = component("mariacli", "mysql-cli", "adaptest_e2e_clients");
     let sb = Sandbox::new();
     sb.write(
         "plan.toml",
-        &plan(&[PSQL, MYCLI, LITECLI], &["db.sql-core"]),
+        &plan(&[&pg, &maria, LITECLI], &["db.sql-core"]),
     );
     sb.run(&["run", "--plan", "plan.toml"]).expect_code(0);
     let r = results(&sb.run_dir());

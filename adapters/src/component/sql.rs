@@ -570,7 +570,8 @@ impl Component for SqlxComponent {
             }
             Dialect::Sqlite => {
                 let o = match (&self.cfg.path, &self.scratch) {
-                    (Some(p), _) if p.as_os_str() == ":memory:" => {
+                    // (the plan loader may have made it relative to the plan's directory)
+                    (Some(p), _) if p.file_name().is_some_and(|n| n == ":memory:") => {
                         // one shared in-memory database per component, alive while a session is
                         let url = format!(
                             "sqlite:file:adaptest-{}?mode=memory&cache=shared",

@@ -119,7 +119,7 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// A recipe from user input, checked: every problem is returned as (argument, message).
+    /// A recipe from user input, checked; the error names the argument at fault.
     pub fn new(
         arch: Arch,
         release: Option<&str>,

@@ -16,7 +16,8 @@
 //! - **Stop**: QMP `quit`, then SIGKILL by PID as a last resort; the overlay is removed unless
 //!   `ADAPTEST_QEMU_KEEP_OVERLAY=1`.
 //!
-//! Files of a run: `<run>/targets/<id>/` holds `console.log`, `qemu.pid`, `qemu.cmdline`,
+//! Files of a run: `<run>/targets/<id>/` holds `console.log` (after a warm start: only what
+//! came after the restore; the boot's is `console-boot.log`), `qemu.pid`, `qemu.cmdline`,
 //! `qemu.stderr`, `overlay.qcow2`, `known_hosts`. The QMP socket lives in a short private
 //! directory under the system temp dir (unix socket paths are limited to 108 bytes).
 
@@ -45,6 +46,8 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_MEMORY_MB: u32 = 512;
+/// QEMU 7.2's loongarch64 `virt` machine refuses less than 1 GiB.
+const LOONGARCH_MIN_MEMORY_MB: u32 = 1024;
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// A restore that takes longer than this is abandoned for a cold boot.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -56,7 +59,7 @@ const QUIT_GRACE: Duration = Duration::from_secs(10);
 const GUEST_SSH_PORT: u16 = 22;
 /// Console lines quoted in boot errors, and in errors of commands on a guest that died.
 const BOOT_TAIL_LINES: usize = 30;
-const DEAD_TAIL_LINES: usize = 6;
+const DEAD_TAIL_LINES: usize = 4;
 
 /// `accel` in a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +132,10 @@ struct StartInfo {
     mode: &'static str,
     /// From start to the first command possible (SSH login done).
     seconds: f64,
+    /// From launching QEMU to sshd answering: the boot, or the restore.
+    boot_seconds: f64,
+    /// The SSH login (master connection).
+    login_seconds: f64,
     /// A warm start whose saved state was made by this start (a cold boot plus a save).
     created_snapshot: bool,
     accel: Accel,
@@ -274,13 +281,21 @@ pub(super) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
             format!("unknown accel `{other}`: expected auto, kvm or tcg"),
         )),
     }
-    if let Some(m) = cfg.memory_mb
-        && !(128..=65536).contains(&m)
-    {
-        out.push((
-            "memory_mb",
-            format!("memory_mb = {m}: expected 128 to 65536"),
-        ));
+    if let Some(m) = cfg.memory_mb {
+        if !(128..=65536).contains(&m) {
+            out.push((
+                "memory_mb",
+                format!("memory_mb = {m}: expected 128 to 65536"),
+            ));
+        } else if arch == Some(Arch::Loongarch64) && m < LOONGARCH_MIN_MEMORY_MB {
+            out.push((
+                "memory_mb",
+                format!(
+                    "memory_mb = {m}: QEMU's loongarch64 `virt` machine needs at least \
+                     {LOONGARCH_MIN_MEMORY_MB}"
+                ),
+            ));
+        }
     }
     if let Some(c) = cfg.cpus
         && !(1..=64).contains(&c)
@@ -393,7 +408,11 @@ pub(super) fn create(
     let setup = Setup {
         arch,
         accel,
-        memory_mb: cfg.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
+        memory_mb: cfg.memory_mb.unwrap_or(if arch == Arch::Loongarch64 {
+            LOONGARCH_MIN_MEMORY_MB
+        } else {
+            DEFAULT_MEMORY_MB
+        }),
         cpus: cfg.cpus.unwrap_or(host_cpus.clamp(1, 2)),
         kernel: kernel.map(absolute),
         initrd: initrd.map(absolute),
@@ -459,6 +478,18 @@ fn crate_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A guest brought up from a saved state.
+struct Restored {
+    qemu: Qemu,
+    hostfwd: HashMap<u16, u16>,
+    overlay: Option<PathBuf>,
+    meta: warm::WarmMeta,
+    /// The state was saved by this start (a cold boot came first).
+    created: bool,
+    /// Launching QEMU to sshd answering.
+    seconds: f64,
+}
+
 /// Why starting failed: a restore problem falls back to a cold boot, anything else is final.
 enum StartError {
     Fallback(String),
@@ -514,6 +545,11 @@ impl QemuSystemTarget {
         let s = &self.setup;
         let qemu_version = qemu_version(s.arch).await?;
         let (accel, accel_detail) = self.choose_accel(&qemu_version).await;
+        tracing::debug!(
+            "{}: {accel_detail} (decided in {:.2}s)",
+            self.id,
+            started.elapsed().as_secs_f64()
+        );
         let machine = Machine {
             arch: s.arch,
             accel,
@@ -533,19 +569,21 @@ impl QemuSystemTarget {
             note = Some("ADAPTEST_QEMU_WARM=off".into());
         } else {
             match self.warm_start(&machine, sock_dir).await {
-                Ok((qemu, hostfwd, overlay, meta, created)) => {
+                Ok(r) => {
                     let info = StartInfo {
                         mode: "warm",
                         seconds: 0.0,
-                        created_snapshot: created,
+                        boot_seconds: r.seconds,
+                        login_seconds: 0.0,
+                        created_snapshot: r.created,
                         accel,
                         accel_detail,
                         machine,
                         note: None,
-                        snapshot: Some(meta),
+                        snapshot: Some(r.meta),
                     };
                     return self
-                        .finish(qemu, hostfwd, overlay, info, sock_dir, started)
+                        .finish(r.qemu, r.hostfwd, r.overlay, info, sock_dir, started)
                         .await;
                 }
                 Err(StartError::Fatal(why)) => return Err(why),
@@ -570,6 +608,8 @@ impl QemuSystemTarget {
         let info = StartInfo {
             mode: "cold",
             seconds: 0.0,
+            boot_seconds: cold_started.elapsed().as_secs_f64(),
+            login_seconds: 0.0,
             created_snapshot: false,
             accel,
             accel_detail,
@@ -600,6 +640,7 @@ impl QemuSystemTarget {
                 return Err(e);
             }
         };
+        let login_started = Instant::now();
         if let Err(e) = ssh.start().await {
             qemu.kill_and_wait().await;
             return Err(format!(
@@ -607,16 +648,31 @@ impl QemuSystemTarget {
                 crate_chain(&e)
             ));
         }
+        start.login_seconds = login_started.elapsed().as_secs_f64();
         if restored {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let mut req = ExecRequest::new(
-                format!("date -u -s @{now} >/dev/null 2>&1; cat > /dev/urandom 2>/dev/null; true"),
+            // One process (`printf` is a shell builtin): each process start is slow under
+            // emulation, and this is on the path to the first command.
+            let seed: String = random_bytes(64)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let req = ExecRequest::new(
+                format!(
+                    "date -u -s @{now} >/dev/null 2>&1; printf %s {seed} > /dev/urandom 2>/dev/null; true"
+                ),
                 Duration::from_secs(30),
             );
-            req.stdin = Some(random_bytes(256));
-            if let Err(e) = ssh.exec(req, &CancellationToken::new()).await {
+            let fixup_started = Instant::now();
+            let res = ssh.exec(req, &CancellationToken::new()).await;
+            tracing::debug!(
+                "{}: clock set in {:.2}s",
+                self.id,
+                fixup_started.elapsed().as_secs_f64()
+            );
+            if let Err(e) = res {
                 tracing::warn!(
                     "{}: setting the restored guest's clock failed: {}",
                     self.id,
@@ -625,6 +681,14 @@ impl QemuSystemTarget {
             }
         }
         start.seconds = started.elapsed().as_secs_f64();
+        tracing::debug!(
+            "{}: {} start in {:.2}s (boot/restore {:.2}s, login {:.2}s)",
+            self.id,
+            start.mode,
+            start.seconds,
+            start.boot_seconds,
+            start.login_seconds
+        );
         Ok(Guest {
             qemu,
             ssh,
@@ -724,20 +788,7 @@ impl QemuSystemTarget {
     }
 
     /// Restore the machine's saved state, saving one first if there is none.
-    async fn warm_start(
-        &self,
-        machine: &Machine,
-        sock_dir: &Path,
-    ) -> Result<
-        (
-            Qemu,
-            HashMap<u16, u16>,
-            Option<PathBuf>,
-            warm::WarmMeta,
-            bool,
-        ),
-        StartError,
-    > {
+    async fn warm_start(&self, machine: &Machine, sock_dir: &Path) -> Result<Restored, StartError> {
         let sdir = warm::dir(&self.cache_dir, machine);
         let mut created = false;
         let snapshot = match warm::find(&sdir) {
@@ -756,6 +807,11 @@ impl QemuSystemTarget {
             }
         };
         let restore_started = Instant::now();
+        // The run's console shows only what happens after the restore: keep the boot's with it.
+        let _ = std::fs::copy(
+            snapshot.dir.join("console.log"),
+            self.dir.join("console-boot.log"),
+        );
         let overlay = if matches!(machine.root, Root::Disk { .. }) {
             let overlay = self.dir.join("overlay.qcow2");
             create_overlay(&snapshot.disk(), "qcow2", &overlay)
@@ -775,7 +831,14 @@ impl QemuSystemTarget {
             wait_ready(&qemu, self.setup.ssh_port, deadline).await
         };
         match restored.await {
-            Ok(hostfwd) => Ok((qemu, hostfwd, overlay, snapshot.meta, created)),
+            Ok(hostfwd) => Ok(Restored {
+                qemu,
+                hostfwd,
+                overlay,
+                meta: snapshot.meta,
+                created,
+                seconds: restore_started.elapsed().as_secs_f64(),
+            }),
             Err(why) => {
                 qemu.kill_and_wait().await;
                 let msg =
@@ -984,6 +1047,8 @@ impl Target for QemuSystemTarget {
         };
         extra("qemu_start", st.mode.to_string());
         extra("qemu_start_seconds", format!("{:.2}", st.seconds));
+        extra("qemu_boot_seconds", format!("{:.2}", st.boot_seconds));
+        extra("qemu_login_seconds", format!("{:.2}", st.login_seconds));
         extra("qemu_accel", st.accel.name().to_string());
         extra("qemu_accel_detail", st.accel_detail.clone());
         extra(
@@ -1563,6 +1628,11 @@ mod tests {
             c.identity_file = Some("/k".into());
         });
         assert!(validate(&own_kernel).is_empty());
+        let small = TargetConfig {
+            memory_mb: Some(512),
+            ..own_kernel
+        };
+        assert_eq!(fields(&small), ["memory_mb"]);
     }
 
     #[test]
