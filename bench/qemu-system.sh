@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
 cargo build --release -q -p adaptest
-bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/adaptest"
+dir="${CARGO_TARGET_DIR:-target}/release"
+case $dir in /*) ;; *) dir="$PWD/$dir" ;; esac
+bin="$dir/adaptest"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

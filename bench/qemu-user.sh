@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1}
 cargo build --release -q -p adaptest
-bin="$PWD/${CARGO_TARGET_DIR:-target}/release/adaptest"
+dir="${CARGO_TARGET_DIR:-target}/release"
+case $dir in /*) ;; *) dir="$PWD/$dir" ;; esac
+bin="$dir/adaptest"
 paths=$(bash scripts/build-payloads.sh aarch64 loongarch64)
 arm64=$(awk '$1 == "debian-bookworm-arm64" { print $2 }' <<<"$paths")
 la64=$(awk '$1 == "loongarch64-sysroot" { print $2 }' <<<"$paths")
