@@ -10,7 +10,8 @@
 //! `{"affected": n}`; `sql.begin` / `sql.commit` / `sql.rollback` → `{}`; `sql.info` →
 //! `{"kind", "dialect", "access", "labels"}`.
 //!
-//! Options: `connect_timeout_ms` (default 10 s), `timeout_ms` (one operation, default 300 s),
+//! Options: `connect_timeout_ms` (default 10 s), `timeout_ms` (one operation on a server,
+//! default 300 s; embedded SQLite is not timed),
 //! `sslmode` (PostgreSQL: `disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`;
 //! MySQL: `disabled`, `preferred` (default), `required`, `verify_ca`, `verify_identity`).
 
@@ -285,19 +286,25 @@ pub(crate) struct RowSet {
 }
 
 impl RowSet {
-    pub(crate) fn to_json(&self) -> Value {
-        let rows: Vec<Value> = self
+    /// `{columns, types, rows}`, moving the values (no copies: this is on every query's path).
+    pub(crate) fn into_json(self) -> Value {
+        let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+        let rows = self
             .rows
-            .iter()
+            .into_iter()
             .map(|r| {
                 Value::Array(
-                    r.iter()
-                        .map(|v| v.clone().map_or(Value::Null, Value::String))
+                    r.into_iter()
+                        .map(|v| v.map_or(Value::Null, Value::String))
                         .collect(),
                 )
             })
             .collect();
-        json!({ "columns": self.columns, "types": self.types, "rows": rows })
+        let mut m = Map::with_capacity(3);
+        m.insert("columns".into(), strings(self.columns));
+        m.insert("types".into(), strings(self.types));
+        m.insert("rows".into(), Value::Array(rows));
+        Value::Object(m)
     }
 }
 
@@ -309,14 +316,14 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn to_json(&self) -> Value {
+    pub(crate) fn into_json(self) -> Value {
         match self {
-            Outcome::Rows(r) => r.to_json(),
+            Outcome::Rows(r) => r.into_json(),
             Outcome::Affected(n) => json!({ "affected": n }),
         }
     }
 
-    fn affected_json(&self) -> Value {
+    pub(crate) fn affected_json(&self) -> Value {
         match self {
             Outcome::Rows(r) => json!({ "affected": r.rows.len() }),
             Outcome::Affected(n) => json!({ "affected": n }),
@@ -327,14 +334,44 @@ impl Outcome {
 /// The sqllogictest type letter of a database type name: `I` integer, `R` floating point or
 /// decimal, `T` anything else.
 pub(crate) fn type_letter(type_name: &str) -> &'static str {
-    let t = type_name.to_ascii_uppercase();
-    let t = t.trim_end_matches(" UNSIGNED");
-    match t {
-        "INT" | "INT2" | "INT4" | "INT8" | "INTEGER" | "SMALLINT" | "BIGINT" | "TINYINT"
-        | "MEDIUMINT" | "YEAR" | "BOOLEAN" | "SERIAL" | "BIGSERIAL" | "OID" => "I",
-        "FLOAT" | "FLOAT4" | "FLOAT8" | "REAL" | "DOUBLE" | "DOUBLE PRECISION" | "NUMERIC"
-        | "DECIMAL" | "MONEY" => "R",
-        _ => "T",
+    const INTEGERS: &[&str] = &[
+        "INT",
+        "INT2",
+        "INT4",
+        "INT8",
+        "INTEGER",
+        "SMALLINT",
+        "BIGINT",
+        "TINYINT",
+        "MEDIUMINT",
+        "YEAR",
+        "BOOLEAN",
+        "SERIAL",
+        "BIGSERIAL",
+        "OID",
+    ];
+    const REALS: &[&str] = &[
+        "FLOAT",
+        "FLOAT4",
+        "FLOAT8",
+        "REAL",
+        "DOUBLE",
+        "DOUBLE PRECISION",
+        "NUMERIC",
+        "DECIMAL",
+        "MONEY",
+    ];
+    let t = type_name.trim();
+    let t = match t.len().checked_sub(9) {
+        Some(i) if t.is_char_boundary(i) && t[i..].eq_ignore_ascii_case(" UNSIGNED") => &t[..i],
+        _ => t,
+    };
+    if INTEGERS.iter().any(|n| n.eq_ignore_ascii_case(t)) {
+        "I"
+    } else if REALS.iter().any(|n| n.eq_ignore_ascii_case(t)) {
+        "R"
+    } else {
+        "T"
     }
 }
 
@@ -714,14 +751,18 @@ impl SqlxSession {
                 .settings
                 .lost("the connection broke in an earlier operation"));
         };
-        let fut = async {
-            match conn {
-                Conn::Pg(c) => run_on(c, sql, want_rows).await,
-                Conn::My(c) => run_on(c, sql, want_rows).await,
-                Conn::Lite(c) => run_on(c, sql, want_rows).await,
+        let res = match conn {
+            // A server across the network may stop answering: every operation is timed.
+            Conn::Pg(c) => {
+                tokio::time::timeout(self.settings.op_timeout, run_on(c, sql, want_rows)).await
             }
+            Conn::My(c) => {
+                tokio::time::timeout(self.settings.op_timeout, run_on(c, sql, want_rows)).await
+            }
+            // Embedded SQLite cannot go away; its waits for locks end with its busy timeout. (No
+            // timer per operation: on this path it is a measurable share of the cost.)
+            Conn::Lite(c) => Ok(run_on(c, sql, want_rows).await),
         };
-        let res = tokio::time::timeout(self.settings.op_timeout, fut).await;
         match res {
             Err(_) => {
                 self.conn = None;
@@ -775,7 +816,7 @@ impl Session for SqlxSession {
         args: &Map<String, Value>,
     ) -> Result<Value, ComponentError> {
         match op {
-            "sql.query" => Ok(self.run(arg_str(op, args, "sql")?, true).await?.to_json()),
+            "sql.query" => Ok(self.run(arg_str(op, args, "sql")?, true).await?.into_json()),
             "sql.exec" => Ok(self
                 .run(arg_str(op, args, "sql")?, false)
                 .await?
@@ -811,9 +852,10 @@ impl Session for SqlxSession {
 trait TextRow: Row {
     /// The value of column `i` as text, `None` for NULL.
     fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error>;
-    /// The type name of column `i` in this row (the value's when the column's is unknown).
-    fn type_name(&self, i: usize) -> String {
-        self.columns()[i].type_info().name().to_string()
+    /// The type letter of column `i` in this row (from the value's type where the column's is
+    /// unknown).
+    fn letter(&self, i: usize) -> &'static str {
+        type_letter(self.columns()[i].type_info().name())
     }
 }
 
@@ -875,10 +917,10 @@ impl TextRow for sqlx::sqlite::SqliteRow {
             .map_err(|e| decode_err(i, e))
     }
 
-    fn type_name(&self, i: usize) -> String {
+    fn letter(&self, i: usize) -> &'static str {
         match self.try_get_raw(i) {
-            Ok(v) if !v.is_null() => v.type_info().name().to_string(),
-            _ => self.columns()[i].type_info().name().to_string(),
+            Ok(v) if !v.is_null() => type_letter(v.type_info().name()),
+            _ => type_letter(self.columns()[i].type_info().name()),
         }
     }
 }
@@ -931,9 +973,7 @@ where
                     if !saw_rows {
                         saw_rows = true;
                         set.columns = row.columns().iter().map(|c| c.name().to_string()).collect();
-                        set.types = (0..row.len())
-                            .map(|i| type_letter(&row.type_name(i)).to_string())
-                            .collect();
+                        set.types = (0..row.len()).map(|i| row.letter(i).to_string()).collect();
                     }
                     let mut values = Vec::with_capacity(row.len());
                     for i in 0..row.len() {

@@ -610,7 +610,7 @@ impl Session for CliSession {
         args: &Map<String, Value>,
     ) -> Result<Value, ComponentError> {
         match op {
-            "sql.query" => Ok(self.run(arg_str(op, args, "sql")?, true).await?.to_json()),
+            "sql.query" => Ok(self.run(arg_str(op, args, "sql")?, true).await?.into_json()),
             "sql.exec" => match self.run(arg_str(op, args, "sql")?, false).await? {
                 Outcome::Affected(n) => Ok(json!({ "affected": n })),
                 Outcome::Rows(r) => Ok(json!({ "affected": r.rows.len() })),

@@ -43,6 +43,7 @@ pub async fn run_slt(
         session,
         engine: engine.to_string(),
         shared: shared.clone(),
+        args: Map::new(),
     });
     let mut runner = Runner::new(move || {
         let db = db.take();
@@ -232,6 +233,7 @@ struct SessionDb<'a> {
     session: &'a mut dyn Session,
     engine: String,
     shared: Arc<Mutex<Shared>>,
+    args: Map<String, Value>,
 }
 
 /// A failed statement: the adapter's message (with SQLSTATE and error codes when known).
@@ -269,11 +271,11 @@ fn sqlstate_of(message: &str) -> Option<String> {
 }
 
 /// A value as sqllogictest writes it.
-fn cell(v: &Value) -> String {
+fn cell(v: Value) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::String(s) if s.is_empty() => "(empty)".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         other => other.to_string(),
     }
 }
@@ -289,10 +291,19 @@ impl AsyncDB for SessionDb<'_> {
             Mode::Statement => "sql.exec",
             Mode::Query => "sql.query",
         };
-        let mut args = Map::new();
-        args.insert("sql".into(), Value::String(sql.to_string()));
-        match self.session.execute(op, &args).await {
-            Ok(v) => Ok(output_of(&v)),
+        // one argument map for the whole script, its text buffer reused
+        match self.args.get_mut("sql") {
+            Some(Value::String(buf)) => {
+                buf.clear();
+                buf.push_str(sql);
+            }
+            _ => {
+                self.args
+                    .insert("sql".into(), Value::String(sql.to_string()));
+            }
+        }
+        match self.session.execute(op, &self.args).await {
+            Ok(v) => Ok(output_of(v)),
             Err(ComponentError::Operation(m)) => {
                 let state = sqlstate_of(&m);
                 Err(SltError::new(m, state))
@@ -327,34 +338,34 @@ impl AsyncDB for SessionDb<'_> {
 }
 
 /// An operation's JSON result as sqllogictest's output.
-fn output_of(v: &Value) -> DBOutput<DefaultColumnType> {
-    match v.get("rows").and_then(Value::as_array) {
-        Some(rows) => {
-            let types = v
-                .get("types")
-                .and_then(Value::as_array)
-                .map(|t| {
-                    t.iter()
-                        .map(|c| match c.as_str() {
-                            Some("I") => DefaultColumnType::Integer,
-                            Some("R") => DefaultColumnType::FloatingPoint,
-                            Some("T") => DefaultColumnType::Text,
-                            _ => DefaultColumnType::Any,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+fn output_of(v: Value) -> DBOutput<DefaultColumnType> {
+    let Value::Object(mut m) = v else {
+        return DBOutput::StatementComplete(0);
+    };
+    match m.remove("rows") {
+        Some(Value::Array(rows)) => {
+            let types = match m.get("types") {
+                Some(Value::Array(t)) => t
+                    .iter()
+                    .map(|c| match c.as_str() {
+                        Some("I") => DefaultColumnType::Integer,
+                        Some("R") => DefaultColumnType::FloatingPoint,
+                        Some("T") => DefaultColumnType::Text,
+                        _ => DefaultColumnType::Any,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             let rows = rows
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .map(|cells| cells.iter().map(cell).collect())
-                        .unwrap_or_default()
+                .into_iter()
+                .map(|r| match r {
+                    Value::Array(cells) => cells.into_iter().map(cell).collect(),
+                    _ => Vec::new(),
                 })
                 .collect();
             DBOutput::Rows { types, rows }
         }
-        None => DBOutput::StatementComplete(v.get("affected").and_then(Value::as_u64).unwrap_or(0)),
+        _ => DBOutput::StatementComplete(m.get("affected").and_then(Value::as_u64).unwrap_or(0)),
     }
 }
 
