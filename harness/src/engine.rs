@@ -1015,8 +1015,15 @@ fn record(
     } else {
         let rel = format!("logs/{}/{}.log", combo.id, case.id);
         let path = ctx.run_dir.join(&rel);
-        let write = std::fs::create_dir_all(path.parent().expect("has parent"))
-            .and_then(|()| std::fs::write(&path, &o.log));
+        // The combination's log directory exists after its first case: create it only then,
+        // not on every case of the hot path.
+        let write = match std::fs::write(&path, &o.log) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(path.parent().expect("has parent"))
+                    .and_then(|()| std::fs::write(&path, &o.log))
+            }
+            other => other,
+        };
         if let Err(source) = write {
             return Err(EngineError::Write { path, source });
         }
