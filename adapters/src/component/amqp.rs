@@ -15,7 +15,9 @@
 //! `connect_timeout_ms`, `timeout_ms`.
 
 use super::net::{self, NetSettings};
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
+};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
@@ -85,17 +87,7 @@ fn connect_reason(target: &str, e: &lapin::Error) -> String {
 
 #[async_trait::async_trait]
 impl Component for AmqpComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        net::capabilities_of(&self.cfg)
-    }
+    configured_identity!(net::capabilities_of);
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let (host, port) = net::server_addr(&self.cfg, endpoint);

@@ -12,7 +12,10 @@
 //! still connecting to the component's address), `connect_timeout_ms`, `timeout_ms`.
 
 use super::net::{self, NetSettings};
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, value_text};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
+    value_text,
+};
 use hyper_util::client::legacy::connect::HttpInfo;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -56,17 +59,7 @@ impl HttpComponent {
 
 #[async_trait::async_trait]
 impl Component for HttpComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        net::capabilities_of(&self.cfg)
-    }
+    configured_identity!(net::capabilities_of);
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let (host, port) = net::server_addr(&self.cfg, endpoint);

@@ -163,6 +163,11 @@ pub fn component_kind(name: &str) -> Option<&'static ComponentKind> {
     COMPONENT_KINDS.iter().find(|k| k.name == name)
 }
 
+/// The capabilities of the kind `name`, or `None` for a kind this build does not know.
+fn kind_capabilities(name: &str) -> Option<Vec<String>> {
+    component_kind(name).map(|k| k.capabilities.iter().map(|c| c.to_string()).collect())
+}
+
 /// A secret (password, token). Its `Debug` and `Display` never show the value, so it cannot
 /// leak into logs, results or reports by accident.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -296,6 +301,26 @@ pub trait Session: Send {
         Ok(())
     }
 }
+
+/// The `Component` methods a built-in adapter answers from its configuration alone: `id` and
+/// `kind` as the plan gives them, `capabilities` from `$capabilities(&ComponentConfig)`.
+/// Invoked inside `impl Component for …` of a type with a `cfg: ComponentConfig` field.
+macro_rules! configured_identity {
+    ($capabilities:path) => {
+        fn id(&self) -> &str {
+            &self.cfg.id
+        }
+
+        fn kind(&self) -> &str {
+            &self.cfg.kind
+        }
+
+        fn capabilities(&self) -> Vec<String> {
+            $capabilities(&self.cfg)
+        }
+    };
+}
+use configured_identity;
 
 /// Build the adapter for a configured component, or `None` for `os` (the target's shell).
 pub fn create(cfg: &ComponentConfig) -> Result<Option<Arc<dyn Component>>, ComponentError> {

@@ -11,7 +11,9 @@
 //! the host the harness connects to.
 
 use super::net::{self, Inbox, Message, NetSettings, Wildcards};
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
+};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
     Outgoing, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
@@ -78,17 +80,7 @@ fn connection_error(e: &ConnectionError) -> String {
 
 #[async_trait::async_trait]
 impl Component for MqttComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        net::capabilities_of(&self.cfg)
-    }
+    configured_identity!(net::capabilities_of);
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let (host, port) = net::server_addr(&self.cfg, endpoint);
@@ -409,12 +401,7 @@ impl Session for MqttSession {
                 Ok(json!({ "topic": topic, "qos": qos as u8, "acked": qos != QoS::AtMostOnce }))
             }
             "pubsub.expect" => {
-                let topic = arg_str(op, args, "topic")?.to_string();
-                let payload = match args.get("payload") {
-                    Some(_) => Some(net::arg_payload(op, args)?),
-                    None => None,
-                };
-                let within = net::arg_within(op, args)?;
+                let (topic, payload, within) = net::expect_args(op, args)?;
                 match self.inbox.expect(&topic, payload.as_deref(), within).await {
                     Ok(Some(m)) => Ok(m.to_json()),
                     Ok(None) => {

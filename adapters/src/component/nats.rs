@@ -10,7 +10,10 @@
 //! (rustls), `tls_ca_file`, `connect_timeout_ms`, `timeout_ms`.
 
 use super::net::{self, Inbox, Message, NetSettings, Wildcards};
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, value_text};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
+    value_text,
+};
 use async_nats::connection::State;
 use async_nats::jetstream;
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, RequestErrorKind};
@@ -37,17 +40,7 @@ impl NatsComponent {
 
 #[async_trait::async_trait]
 impl Component for NatsComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        net::capabilities_of(&self.cfg)
-    }
+    configured_identity!(net::capabilities_of);
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let (host, port) = net::server_addr(&self.cfg, endpoint);
@@ -275,12 +268,7 @@ impl Session for NatsSession {
                 Ok(json!({ "topic": topic, "qos": 0, "acked": false }))
             }
             "pubsub.expect" => {
-                let topic = arg_str(op, args, "topic")?.to_string();
-                let payload = match args.get("payload") {
-                    Some(_) => Some(net::arg_payload(op, args)?),
-                    None => None,
-                };
-                let within = net::arg_within(op, args)?;
+                let (topic, payload, within) = net::expect_args(op, args)?;
                 match self.inbox.expect(&topic, payload.as_deref(), within).await {
                     Ok(Some(m)) => Ok(m.to_json()),
                     _ => {

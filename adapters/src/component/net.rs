@@ -1,8 +1,11 @@
 //! Plumbing shared by the network middleware adapters (`redis`, `amqp`, `mqtt`, `nats`, `http`):
 //! where to connect, timeouts on every await, argument helpers, TLS (rustls + ring) and the
-//! buffered inbox that `pubsub.expect` reads from.
+//! buffered inbox that `pubsub.expect` reads from. The SQL adapters share the settings (identity,
+//! timeouts) and where a driver connects.
 
-use super::{ComponentConfig, ComponentError, Endpoint, component_kind, value_text};
+use super::{
+    ComponentConfig, ComponentError, Endpoint, component_kind, kind_capabilities, value_text,
+};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,25 +15,52 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Connecting (TCP + handshake + authentication) gives up after this long by default.
+/// Connecting (TCP + handshake + authentication) gives up after this long by default (the SQL
+/// adapters' default too).
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One operation's round trip gives up after this long by default (the connection counts as lost).
 pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(15);
 /// `within_ms` when a step gives none.
 pub(crate) const DEFAULT_WITHIN: Duration = Duration::from_secs(5);
 
-/// What every network adapter needs to know about its component, resolved from the plan's
-/// `[[component]]` (`options.connect_timeout_ms`, `options.timeout_ms`).
+/// Who a component is and how long its adapter waits, resolved from the plan's `[[component]]`
+/// (`options.connect_timeout_ms`, `options.timeout_ms`), with the errors that name it.
+///
+/// `K` is what the adapter knows of its kind: the kind's name for the middleware adapters
+/// ([`NetSettings`]), its [`SqlKind`](super::sql::SqlKind) for the SQL ones
+/// ([`SqlSettings`](super::sql::SqlSettings)).
 #[derive(Debug, Clone)]
-pub(crate) struct NetSettings {
+pub(crate) struct Settings<K> {
     pub(crate) id: String,
-    pub(crate) kind: String,
+    pub(crate) kind: K,
     pub(crate) connect_timeout: Duration,
     pub(crate) op_timeout: Duration,
 }
 
+/// The settings of a network middleware adapter.
+pub(crate) type NetSettings = Settings<String>;
+
 impl NetSettings {
     pub(crate) fn from_config(cfg: &ComponentConfig) -> Result<Self, ComponentError> {
+        Settings::resolve(cfg, cfg.kind.clone(), DEFAULT_OP_TIMEOUT)
+    }
+
+    pub(crate) fn unsupported(&self, op: &str) -> ComponentError {
+        ComponentError::Unsupported {
+            kind: self.kind.clone(),
+            op: op.to_string(),
+        }
+    }
+}
+
+impl<K> Settings<K> {
+    /// The settings of `cfg`, known as `kind`: the connect timeout defaults to
+    /// [`DEFAULT_CONNECT_TIMEOUT`], the operation timeout to `default_op_timeout`.
+    pub(crate) fn resolve(
+        cfg: &ComponentConfig,
+        kind: K,
+        default_op_timeout: Duration,
+    ) -> Result<Self, ComponentError> {
         let ms = |name: &str, default: Duration| -> Result<Duration, ComponentError> {
             match cfg.options.get(name) {
                 None => Ok(default),
@@ -48,11 +78,11 @@ impl NetSettings {
                     }),
             }
         };
-        Ok(NetSettings {
+        Ok(Settings {
             id: cfg.id.clone(),
-            kind: cfg.kind.clone(),
+            kind,
             connect_timeout: ms("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT)?,
-            op_timeout: ms("timeout_ms", DEFAULT_OP_TIMEOUT)?,
+            op_timeout: ms("timeout_ms", default_op_timeout)?,
         })
     }
 
@@ -67,13 +97,6 @@ impl NetSettings {
         ComponentError::Lost {
             component: self.id.clone(),
             reason: reason.into(),
-        }
-    }
-
-    pub(crate) fn unsupported(&self, op: &str) -> ComponentError {
-        ComponentError::Unsupported {
-            kind: self.kind.clone(),
-            op: op.to_string(),
         }
     }
 
@@ -149,9 +172,7 @@ pub(crate) fn option_flag(cfg: &ComponentConfig, name: &str) -> bool {
 /// Capabilities of a kind plus `lifecycle` when the plan gives the component stop and start
 /// commands (cases that restart the server need both).
 pub(crate) fn capabilities_of(cfg: &ComponentConfig) -> Vec<String> {
-    let mut caps: Vec<String> = component_kind(&cfg.kind)
-        .map(|k| k.capabilities.iter().map(|c| c.to_string()).collect())
-        .unwrap_or_default();
+    let mut caps = kind_capabilities(&cfg.kind).unwrap_or_default();
     if cfg.lifecycle.stop.is_some() && cfg.lifecycle.start.is_some() {
         caps.push("lifecycle".into());
     }
@@ -431,6 +452,20 @@ impl Inbox {
         self.buffered
             .retain(|m| !topic_matches(filter, &m.topic, w));
     }
+}
+
+/// The arguments of `pubsub.expect`: the `topic` (a filter), the payload to match when the step
+/// gives a `payload`, and `within_ms`.
+pub(crate) fn expect_args(
+    op: &str,
+    args: &Map<String, Value>,
+) -> Result<(String, Option<Vec<u8>>, Duration), ComponentError> {
+    let topic = super::arg_str(op, args, "topic")?.to_string();
+    let payload = match args.get("payload") {
+        Some(_) => Some(arg_payload(op, args)?),
+        None => None,
+    };
+    Ok((topic, payload, arg_within(op, args)?))
 }
 
 /// `pubsub.expect`'s failure when nothing came.

@@ -5,7 +5,10 @@
 //! `connect_timeout_ms`, `timeout_ms`.
 
 use super::net::{self, NetSettings};
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, value_text};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
+    value_text,
+};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError};
 use serde_json::{Map, Value, json};
@@ -38,17 +41,7 @@ impl RedisComponent {
 
 #[async_trait::async_trait]
 impl Component for RedisComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        net::capabilities_of(&self.cfg)
-    }
+    configured_identity!(net::capabilities_of);
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let (host, port) = net::server_addr(&self.cfg, endpoint);

@@ -15,7 +15,11 @@
 //! `sslmode` (PostgreSQL: `disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`;
 //! MySQL: `disabled`, `preferred` (default), `required`, `verify_ca`, `verify_identity`).
 
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str};
+use super::net::{self, Settings};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
+    kind_capabilities,
+};
 use serde_json::{Map, Value, json};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlSslMode};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSslMode};
@@ -24,7 +28,6 @@ use sqlx::{
     AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Either, Executor, Row, SqlSafeStr,
     Statement, TypeInfo, ValueRef,
 };
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,17 +205,11 @@ pub fn engine_labels(kind: &str, dialect: Option<&str>) -> Vec<String> {
 
 // ---------------------------------------------------------------- shared settings and shapes
 
-pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One operation on a server gives up after this long by default (connecting: as the middleware).
 pub(crate) const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Identity and timeouts of one configured SQL component.
-#[derive(Debug, Clone)]
-pub(crate) struct SqlSettings {
-    pub(crate) id: String,
-    pub(crate) kind: &'static SqlKind,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) op_timeout: Duration,
-}
+pub(crate) type SqlSettings = Settings<&'static SqlKind>;
 
 impl SqlSettings {
     pub(crate) fn from_config(cfg: &ComponentConfig) -> Result<Self, ComponentError> {
@@ -220,43 +217,7 @@ impl SqlSettings {
             kind: cfg.kind.clone(),
             op: "open".into(),
         })?;
-        let ms = |name: &str, default: Duration| -> Result<Duration, ComponentError> {
-            match cfg.options.get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .map(Duration::from_millis)
-                    .ok_or_else(|| ComponentError::Connect {
-                        component: cfg.id.clone(),
-                        reason: format!(
-                            "option `{name}` must be a positive number of milliseconds, not `{v}`"
-                        ),
-                    }),
-            }
-        };
-        Ok(SqlSettings {
-            id: cfg.id.clone(),
-            kind,
-            connect_timeout: ms("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT)?,
-            op_timeout: ms("timeout_ms", DEFAULT_OP_TIMEOUT)?,
-        })
-    }
-
-    pub(crate) fn connect_err(&self, reason: impl Into<String>) -> ComponentError {
-        ComponentError::Connect {
-            component: self.id.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    pub(crate) fn lost(&self, reason: impl Into<String>) -> ComponentError {
-        ComponentError::Lost {
-            component: self.id.clone(),
-            reason: reason.into(),
-        }
+        Settings::resolve(cfg, kind, DEFAULT_OP_TIMEOUT)
     }
 
     pub(crate) fn unsupported(&self, op: &str) -> ComponentError {
@@ -275,6 +236,12 @@ impl SqlSettings {
             "labels": engine_labels(self.kind.name, dialect),
         })
     }
+}
+
+/// What an SQL component offers: its kind's capabilities (`sql` for a kind this build does not
+/// list).
+pub(crate) fn sql_capabilities(cfg: &ComponentConfig) -> Vec<String> {
+    kind_capabilities(&cfg.kind).unwrap_or_else(|| vec!["sql".into()])
 }
 
 /// A result with rows: column names, sqllogictest type letters, and values as text.
@@ -320,6 +287,20 @@ impl Outcome {
         match self {
             Outcome::Rows(r) => r.into_json(),
             Outcome::Affected(n) => json!({ "affected": n }),
+        }
+    }
+
+    /// The first value of the first row as text, empty for NULL or when there is none (what a
+    /// `select version()` answers).
+    pub(crate) fn into_first_value(self) -> String {
+        match self {
+            Outcome::Rows(r) => r
+                .rows
+                .into_iter()
+                .next()
+                .and_then(|row| row.into_iter().next().flatten())
+                .unwrap_or_default(),
+            Outcome::Affected(_) => String::new(),
         }
     }
 
@@ -490,34 +471,43 @@ impl SqlxComponent {
             .or(self.settings.kind.default_database)
     }
 
-    fn server(&self, endpoint: &Endpoint) -> (String, u16) {
-        if let Some(addr) = endpoint.addr {
-            return (addr.ip().to_string(), addr.port());
+    /// Apply the plan's user (or the kind's default), password and database to a server
+    /// driver's connect options through the driver's own setters (PostgreSQL's and MySQL's
+    /// options have the same three, but no trait in common).
+    fn login<O>(
+        &self,
+        mut o: O,
+        username: fn(O, &str) -> O,
+        password: fn(O, &str) -> O,
+        database: fn(O, &str) -> O,
+    ) -> O {
+        if let Some(u) = self.user() {
+            o = username(o, u);
         }
-        let port = self
-            .cfg
-            .port
-            .or(self.settings.kind.default_port)
-            .unwrap_or(0);
-        (
-            self.cfg.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
-            port,
-        )
+        if let Some(p) = &self.cfg.password {
+            o = password(o, p.expose());
+        }
+        if let Some(d) = self.database() {
+            o = database(o, d);
+        }
+        o
     }
 
-    async fn connecting<T>(
+    /// Connect with `o` (statements not logged) under the connect timeout; a failure names
+    /// `target` and says why in a certifier's words ([`connect_reason`]).
+    async fn connect<O: ConnectOptions>(
         &self,
         target: &str,
-        fut: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, ComponentError> {
-        match tokio::time::timeout(self.settings.connect_timeout, fut).await {
-            Err(_) => Err(self.settings.connect_err(format!(
-                "connecting to {target} timed out after {} ms",
-                self.settings.connect_timeout.as_millis()
-            ))),
-            Ok(Err(e)) => Err(self.settings.connect_err(connect_reason(target, &e))),
-            Ok(Ok(c)) => Ok(c),
-        }
+        o: O,
+    ) -> Result<O::Connection, ComponentError>
+    where
+        O::Connection: Sized,
+    {
+        let o = o.disable_statement_logging();
+        self.settings
+            .connecting(&format!("connecting to {target}"), o.connect())
+            .await?
+            .map_err(|e| self.settings.connect_err(connect_reason(target, &e)))
     }
 
     fn option(&self, name: &str) -> Option<&str> {
@@ -539,25 +529,13 @@ fn sanitize(s: &str) -> String {
 
 #[async_trait::async_trait]
 impl Component for SqlxComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        super::component_kind(&self.cfg.kind)
-            .map(|k| k.capabilities.iter().map(|c| c.to_string()).collect())
-            .unwrap_or_else(|| vec!["sql".into()])
-    }
+    configured_identity!(sql_capabilities);
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let conn = match self.settings.kind.dialect {
             Dialect::Postgres => {
-                let (host, port) = self.server(endpoint);
-                let mut o = PgConnectOptions::new_without_pgpass()
+                let (host, port) = net::server_addr(&self.cfg, endpoint);
+                let o = PgConnectOptions::new_without_pgpass()
                     .host(&host)
                     .port(port)
                     .application_name("adaptest")
@@ -567,22 +545,17 @@ impl Component for SqlxComponent {
                         pg_ssl_mode(self.option("sslmode"))
                             .map_err(|r| self.settings.connect_err(r))?,
                     );
-                if let Some(u) = self.user() {
-                    o = o.username(u);
-                }
-                if let Some(p) = &self.cfg.password {
-                    o = o.password(p.expose());
-                }
-                if let Some(d) = self.database() {
-                    o = o.database(d);
-                }
-                o = o.disable_statement_logging();
-                let target = format!("{host}:{port}");
-                Conn::Pg(self.connecting(&target, o.connect()).await?)
+                let o = self.login(
+                    o,
+                    PgConnectOptions::username,
+                    PgConnectOptions::password,
+                    PgConnectOptions::database,
+                );
+                Conn::Pg(self.connect(&format!("{host}:{port}"), o).await?)
             }
             Dialect::Mysql => {
-                let (host, port) = self.server(endpoint);
-                let mut o = MySqlConnectOptions::new()
+                let (host, port) = net::server_addr(&self.cfg, endpoint);
+                let o = MySqlConnectOptions::new()
                     .host(&host)
                     .port(port)
                     .charset("utf8mb4")
@@ -592,18 +565,13 @@ impl Component for SqlxComponent {
                         mysql_ssl_mode(self.option("sslmode"))
                             .map_err(|r| self.settings.connect_err(r))?,
                     );
-                if let Some(u) = self.user() {
-                    o = o.username(u);
-                }
-                if let Some(p) = &self.cfg.password {
-                    o = o.password(p.expose());
-                }
-                if let Some(d) = self.database() {
-                    o = o.database(d);
-                }
-                o = o.disable_statement_logging();
-                let target = format!("{host}:{port}");
-                Conn::My(self.connecting(&target, o.connect()).await?)
+                let o = self.login(
+                    o,
+                    MySqlConnectOptions::username,
+                    MySqlConnectOptions::password,
+                    MySqlConnectOptions::database,
+                );
+                Conn::My(self.connect(&format!("{host}:{port}"), o).await?)
             }
             Dialect::Sqlite => {
                 let o = match (&self.cfg.path, &self.scratch) {
@@ -626,10 +594,7 @@ impl Component for SqlxComponent {
                         .journal_mode(SqliteJournalMode::Wal),
                     (None, None) => unreachable!("a scratch file exists when there is no path"),
                 };
-                let o = o
-                    .busy_timeout(Duration::from_secs(30))
-                    .foreign_keys(true)
-                    .disable_statement_logging();
+                let o = o.busy_timeout(Duration::from_secs(30)).foreign_keys(true);
                 let target = self
                     .cfg
                     .path
@@ -637,7 +602,7 @@ impl Component for SqlxComponent {
                     .or(self.scratch.as_ref().map(|f| &f.0))
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                Conn::Lite(self.connecting(&target, o.connect()).await?)
+                Conn::Lite(self.connect(&target, o).await?)
             }
             Dialect::Other => return Err(self.settings.unsupported("open")),
         };
@@ -800,14 +765,7 @@ impl Session for SqlxSession {
             Dialect::Sqlite => "select sqlite_version()",
             _ => "select version()",
         };
-        match self.run(sql, true).await? {
-            Outcome::Rows(r) => Ok(r
-                .rows
-                .first()
-                .and_then(|row| row.first().cloned().flatten())
-                .unwrap_or_default()),
-            Outcome::Affected(_) => Ok(String::new()),
-        }
+        Ok(self.run(sql, true).await?.into_first_value())
     }
 
     async fn execute(
@@ -1027,6 +985,16 @@ mod tests {
             engine_labels("sql-cli", Some("postgres")),
             ["sql-cli", "postgres", "cli"]
         );
+    }
+
+    #[test]
+    fn sql_kinds_are_component_kinds_with_the_same_port() {
+        // the driver adapter connects where `net::server_addr` says, which takes the default
+        // port from `COMPONENT_KINDS`
+        for k in SQL_KINDS {
+            let c = crate::component::component_kind(k.name).expect(k.name);
+            assert_eq!(c.default_port, k.default_port, "{}", k.name);
+        }
     }
 
     #[test]

@@ -25,9 +25,13 @@
 //! and `{workdir}` are replaced by the (shell-quoted) configured values.
 
 use super::sql::{
-    Access, Outcome, RowSet, SqlSettings, hex_text, looks_like_query, sql_error_text,
+    Access, Outcome, RowSet, SqlSettings, hex_text, looks_like_query, sql_capabilities,
+    sql_error_text,
 };
-use super::{Component, ComponentConfig, ComponentError, Endpoint, Secret, Session, arg_str};
+use super::{
+    Component, ComponentConfig, ComponentError, Endpoint, Secret, Session, arg_str,
+    configured_identity,
+};
 use crate::target::{ExecRequest, Target, shell_quote};
 use regex::Regex;
 use serde_json::{Map, Value, json};
@@ -291,19 +295,7 @@ fn build_spec(cfg: &ComponentConfig, settings: &SqlSettings) -> Result<CliSpec, 
 
 #[async_trait::async_trait]
 impl Component for CliComponent {
-    fn id(&self) -> &str {
-        &self.cfg.id
-    }
-
-    fn kind(&self) -> &str {
-        &self.cfg.kind
-    }
-
-    fn capabilities(&self) -> Vec<String> {
-        super::component_kind(&self.cfg.kind)
-            .map(|k| k.capabilities.iter().map(|c| c.to_string()).collect())
-            .unwrap_or_else(|| vec!["sql".into()])
-    }
+    configured_identity!(sql_capabilities);
 
     /// Nothing to connect: every operation runs the client afresh (the first one reports a
     /// server that cannot be reached or a rejected password).
@@ -594,14 +586,7 @@ fn sqlite_error(settings: &SqlSettings, text: &str) -> ComponentError {
 impl Session for CliSession {
     async fn version(&mut self) -> Result<String, ComponentError> {
         let sql = self.spec.version_sql.clone();
-        match self.run(&sql, true).await? {
-            Outcome::Rows(r) => Ok(r
-                .rows
-                .first()
-                .and_then(|row| row.first().cloned().flatten())
-                .unwrap_or_default()),
-            Outcome::Affected(_) => Ok(String::new()),
-        }
+        Ok(self.run(&sql, true).await?.into_first_value())
     }
 
     async fn execute(
