@@ -17,6 +17,13 @@ async fn run(req: ExecRequest) -> ExecOutput {
         .expect("exec")
 }
 
+/// Run `command` with `timeout`: its output, and how long the run took.
+async fn run_timed(command: &str, timeout: Duration) -> (ExecOutput, Duration) {
+    let started = Instant::now();
+    let out = run(ExecRequest::new(command, timeout)).await;
+    (out, started.elapsed())
+}
+
 fn stdout(out: &ExecOutput) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -147,39 +154,25 @@ async fn spawn_failure_is_a_target_error() {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_tree() {
-    let started = Instant::now();
-    let out = run(ExecRequest::new(
-        "sleep 300 & echo $!; sleep 300",
-        Duration::from_secs(1),
-    ))
-    .await;
+    let (out, took) = run_timed("sleep 300 & echo $!; sleep 300", Duration::from_secs(1)).await;
     assert!(out.timed_out, "{out:?}");
     assert!(!out.cancelled);
     assert_eq!(out.exit_code, None);
     assert_eq!(out.signal, Some(libc::SIGKILL));
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
     assert!(out.duration >= Duration::from_secs(1));
     assert_dead(&pids(&out));
 }
 
 #[tokio::test]
 async fn timeout_kills_a_setsid_grandchild() {
-    let started = Instant::now();
-    let out = run(ExecRequest::new(
+    let (out, took) = run_timed(
         "setsid sleep 300 & echo $!; sh -c 'sleep 301 & echo $!; wait'",
         Duration::from_secs(1),
-    ))
+    )
     .await;
     assert!(out.timed_out, "{out:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
     let pids = pids(&out);
     assert_eq!(pids.len(), 2, "{out:?}");
     assert_dead(&pids);
@@ -187,18 +180,9 @@ async fn timeout_kills_a_setsid_grandchild() {
 
 #[tokio::test]
 async fn normal_exit_kills_leftovers_and_returns_promptly() {
-    let started = Instant::now();
-    let out = run(ExecRequest::new(
-        "sleep 300 & echo $!",
-        Duration::from_secs(60),
-    ))
-    .await;
+    let (out, took) = run_timed("sleep 300 & echo $!", Duration::from_secs(60)).await;
     // Well under the 2 s given to draining a pipe that a leftover holds open.
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(out.exit_code, Some(0));
     assert!(!out.timed_out);
     assert_dead(&pids(&out));
@@ -234,9 +218,7 @@ async fn escaped_daemon_holding_the_pipe_does_not_hang() {
          while [ ! -e {m} ]; do sleep 0.01; done; rm {m}; echo $!",
         m = marker.display()
     );
-    let started = Instant::now();
-    let out = run(ExecRequest::new(command, Duration::from_secs(60))).await;
-    let elapsed = started.elapsed();
+    let (out, elapsed) = run_timed(&command, Duration::from_secs(60)).await;
     let pids = pids(&out);
     for &pid in &pids {
         // SAFETY: kill(2) on the pid our own command printed; plain integers.

@@ -10,11 +10,15 @@ use adaptest_adapters::component::{
 };
 use adaptest_adapters::target::LocalTarget;
 use serde_json::{Map, Value, json};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use servers::{Server, free_port};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../../tests/support/servers.rs"]
+mod servers;
 
 // ---------------------------------------------------------------- helpers
 
@@ -23,6 +27,14 @@ fn cfg(kind: &str) -> ComponentConfig {
         id: format!("test-{kind}"),
         kind: kind.into(),
         ..Default::default()
+    }
+}
+
+fn login(kind: &str, user: &str, password: &str) -> ComponentConfig {
+    ComponentConfig {
+        user: Some(user.into()),
+        password: Some(Secret::new(password)),
+        ..cfg(kind)
     }
 }
 
@@ -64,6 +76,21 @@ async fn ok(s: &mut Box<dyn Session>, op: &str, a: Value) -> Value {
     }
 }
 
+/// `pubsub.publish`, which must succeed: its result.
+async fn publish(s: &mut Box<dyn Session>, a: Value) -> Value {
+    ok(s, "pubsub.publish", a).await
+}
+
+/// `pubsub.expect`, which must receive a message: the message.
+async fn receive(s: &mut Box<dyn Session>, a: Value) -> Value {
+    ok(s, "pubsub.expect", a).await
+}
+
+/// `queue.consume`, which must receive a message: the message.
+async fn consume(s: &mut Box<dyn Session>, a: Value) -> Value {
+    ok(s, "queue.consume", a).await
+}
+
 /// A unique name for keys, topics and queues, so reruns and parallel tests do not collide.
 fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -79,96 +106,19 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn listening(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-/// A server process this test started; killed by PID (SIGKILL) when dropped.
-struct Private {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Private {
-    fn start(name: &str, port: u16, dir: PathBuf, cmd: &mut Command) -> Private {
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let mut p = Private { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !listening(port) {
-            if let Ok(Some(st)) = p.child.try_wait() {
-                let log = std::fs::read_to_string(p.dir.join("server.log")).unwrap_or_default();
-                panic!("{name} exited with {st} before listening on {port}: {log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not listen on {port} within 15 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        p
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// A scratch directory for a private server, removed with it.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique(&format!("adaptest-mw-{name}")));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn private_redis(password: Option<&str>) -> Private {
-    let port = free_port();
+fn private_redis(password: Option<&str>) -> Server {
     let dir = scratch("redis");
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(&dir);
-    if let Some(pw) = password {
-        cmd.args(["--requirepass", pw]);
-    }
-    Private::start("redis-server", port, dir, &mut cmd)
+    servers::redis(&dir, password).removing(dir)
 }
 
-fn private_mosquitto(user: Option<(&str, &str)>) -> Private {
+fn private_mosquitto(user: Option<(&str, &str)>) -> Server {
     let port = free_port();
     let dir = scratch("mosquitto");
     let mut conf = format!("user root\nlistener {port} 127.0.0.1\npersistence false\n");
@@ -191,10 +141,10 @@ fn private_mosquitto(user: Option<(&str, &str)>) -> Private {
     std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
     let mut cmd = Command::new("mosquitto");
     cmd.arg("-c").arg(dir.join("mosquitto.conf"));
-    Private::start("mosquitto", port, dir, &mut cmd)
+    Server::start("mosquitto", port, &dir.join("server.log"), &mut cmd).removing(dir)
 }
 
-fn private_nats(user: Option<(&str, &str)>) -> Private {
+fn private_nats(user: Option<(&str, &str)>) -> Server {
     let port = free_port();
     let dir = scratch("nats");
     let mut cmd = Command::new("nats-server");
@@ -202,50 +152,20 @@ fn private_nats(user: Option<(&str, &str)>) -> Private {
     if let Some((u, p)) = user {
         cmd.args(["--user", u, "--pass", p]);
     }
-    Private::start("nats-server", port, dir, &mut cmd)
+    Server::start("nats-server", port, &dir.join("server.log"), &mut cmd).removing(dir)
 }
 
-/// A test docroot: index.html, a 5 MiB file, a Chinese-named page.
-fn write_docroot(root: &Path) {
-    std::fs::create_dir_all(root).unwrap();
-    std::fs::write(
-        root.join("index.html"),
-        "<html><body>adaptest nginx 适配</body></html>\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("big.bin"), pattern(5 << 20)).unwrap();
-}
-
-fn pattern(n: usize) -> Vec<u8> {
-    const A: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    (0..n).map(|i| A[i % A.len()]).collect()
-}
-
-/// One nginx process (no master, no daemon: the PID we hold is the server).
-fn private_nginx() -> Private {
-    let port = free_port();
+/// nginx serving the test docroot (and `/upload`, `/hello`).
+fn private_nginx() -> Server {
     let dir = scratch("nginx");
-    let root = dir.join("www");
-    write_docroot(&root);
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         types {{ text/html html; application/octet-stream bin; }}\n\
-         server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    keepalive_requests 1000;\n\
-         location = /upload {{ client_max_body_size 16m; return 200 \"uploaded\\n\"; }}\n\
-         location = /hello {{ add_header X-Adaptest yes; return 200 \"hello\\n\"; }}\n  }}\n}}\n",
-        root = root.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"));
-    Private::start("nginx", port, dir, &mut cmd)
+    servers::nginx(&dir, false).removing(dir)
+}
+
+/// The same over TLS, and the certificate of the CA that signed its certificate.
+fn private_nginx_tls() -> (Server, PathBuf) {
+    let dir = scratch("nginx-tls");
+    let ca = dir.join("ca.pem");
+    (servers::nginx(&dir, true).removing(dir), ca)
 }
 
 fn assert_connect(res: Result<Box<dyn Session>, ComponentError>, needles: &[&str]) -> String {
@@ -275,14 +195,21 @@ fn assert_lost(res: Result<Value, ComponentError>) -> String {
     }
 }
 
-fn assert_operation(res: Result<Value, ComponentError>, needle: &str) -> String {
-    match res {
+/// Run `op`, which must fail with an operation error containing `needle`: the error's message.
+async fn assert_operation(s: &mut Box<dyn Session>, op: &str, a: Value, needle: &str) -> String {
+    match run(s, op, a).await {
         Err(ComponentError::Operation(m)) => {
             assert!(m.contains(needle), "operation error `{m}` lacks `{needle}`");
             m
         }
         other => panic!("expected an Operation error containing `{needle}`, got {other:?}"),
     }
+}
+
+/// Opening `c` on a port nobody listens on is a connect error that says so (within 20 s).
+async fn assert_refused(c: &ComponentConfig) {
+    let res = bounded("connect to a closed port", 20, open(c, free_port())).await;
+    assert_connect(res, &["cannot connect", "refused"]);
 }
 
 /// Bound a whole fault scenario: a hang is a failure, not a stuck test run.
@@ -373,10 +300,7 @@ async fn redis_kv_operations_round_trip() {
     assert_eq!(ok(&mut s, "kv.get", json!({"key": n})).await, Value::Null);
     // A server-side refusal is an operation error, and the session goes on.
     ok(&mut s, "kv.set", json!({"key": n, "value": "not a number"})).await;
-    assert_operation(
-        run(&mut s, "kv.incr", json!({"key": n})).await,
-        "not an integer",
-    );
+    assert_operation(&mut s, "kv.incr", json!({"key": n}), "not an integer").await;
     assert_eq!(ok(&mut s, "kv.del", json!({"key": n})).await, json!(1));
     assert!(matches!(
         run(&mut s, "pubsub.publish", json!({"topic": "t"})).await,
@@ -417,10 +341,8 @@ async fn redis_wrong_password_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_not_listening_is_a_quick_connect_error() {
-    let port = free_port();
     let started = Instant::now();
-    let res = bounded("connect to a closed port", 20, open(&cfg("redis"), port)).await;
-    assert_connect(res, &["cannot connect", "refused"]);
+    assert_refused(&cfg("redis")).await;
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -461,31 +383,15 @@ async fn mqtt_publish_subscribe_qos_and_retain() {
         .await["qos"],
         json!(1)
     );
-    ok(
-        &mut a,
-        "pubsub.publish",
-        json!({"topic": topic, "payload": "你好 0"}),
-    )
-    .await;
-    let m = ok(
-        &mut b,
-        "pubsub.expect",
-        json!({"topic": topic, "within_ms": 3000}),
-    )
-    .await;
+    publish(&mut a, json!({"topic": topic, "payload": "你好 0"})).await;
+    let m = receive(&mut b, json!({"topic": topic, "within_ms": 3000})).await;
     assert_eq!(m["payload"], json!("你好 0"));
     assert_eq!(m["qos"], json!(0));
     assert_eq!(m["retain"], json!(false));
-    let p = ok(
-        &mut a,
-        "pubsub.publish",
-        json!({"topic": topic, "payload": "q1", "qos": 1}),
-    )
-    .await;
+    let p = publish(&mut a, json!({"topic": topic, "payload": "q1", "qos": 1})).await;
     assert_eq!(p["acked"], json!(true));
-    let m = ok(
+    let m = receive(
         &mut b,
-        "pubsub.expect",
         json!({"topic": topic, "payload": "q1", "within_ms": 3000}),
     )
     .await;
@@ -498,88 +404,60 @@ async fn mqtt_publish_subscribe_qos_and_retain() {
         json!({"topic": format!("{base}/+")}),
     )
     .await;
-    ok(
+    publish(
         &mut a,
-        "pubsub.publish",
         json!({"topic": format!("{base}/x"), "payload": "w"}),
     )
     .await;
-    let m = ok(
+    let m = receive(
         &mut b,
-        "pubsub.expect",
         json!({"topic": format!("{base}/+"), "within_ms": 3000}),
     )
     .await;
     assert_eq!(m["topic"], json!(format!("{base}/x")));
     // Retained: a later subscriber gets the last retained message, flagged as such.
     let rt = format!("adaptest/{}", unique("r"));
-    ok(
+    publish(
         &mut a,
-        "pubsub.publish",
         json!({"topic": rt, "payload": "kept", "qos": 1, "retain": true}),
     )
     .await;
     let mut late = open_ok(&c, 1883).await;
     ok(&mut late, "pubsub.subscribe", json!({"topic": rt})).await;
-    let m = ok(
-        &mut late,
-        "pubsub.expect",
-        json!({"topic": rt, "within_ms": 3000}),
-    )
-    .await;
+    let m = receive(&mut late, json!({"topic": rt, "within_ms": 3000})).await;
     assert_eq!(m["retain"], json!(true));
     assert_eq!(m["payload"], json!("kept"));
-    ok(
-        &mut a,
-        "pubsub.publish",
-        json!({"topic": rt, "payload": "", "retain": true}),
-    )
-    .await;
+    publish(&mut a, json!({"topic": rt, "payload": "", "retain": true})).await;
     // Nothing comes: a clear operation error after the wait.
     let started = Instant::now();
     let quiet = format!("adaptest/{}", unique("quiet"));
     ok(&mut b, "pubsub.subscribe", json!({"topic": quiet})).await;
     let msg = assert_operation(
-        run(
-            &mut b,
-            "pubsub.expect",
-            json!({"topic": quiet, "within_ms": 300}),
-        )
-        .await,
+        &mut b,
+        "pubsub.expect",
+        json!({"topic": quiet, "within_ms": 300}),
         "no message on",
-    );
+    )
+    .await;
     assert!(msg.ends_with("within 300 ms"), "{msg}");
     assert!(started.elapsed() < Duration::from_secs(3));
     ok(&mut b, "pubsub.unsubscribe", json!({"topic": topic})).await;
-    ok(
-        &mut a,
-        "pubsub.publish",
-        json!({"topic": topic, "payload": "after"}),
+    publish(&mut a, json!({"topic": topic, "payload": "after"})).await;
+    assert_operation(
+        &mut b,
+        "pubsub.expect",
+        json!({"topic": topic, "within_ms": 300}),
+        "no message",
     )
     .await;
-    assert_operation(
-        run(
-            &mut b,
-            "pubsub.expect",
-            json!({"topic": topic, "within_ms": 300}),
-        )
-        .await,
-        "no message",
-    );
     // A large payload goes through.
     ok(&mut b, "pubsub.subscribe", json!({"topic": quiet})).await;
-    ok(
+    publish(
         &mut a,
-        "pubsub.publish",
         json!({"topic": quiet, "payload_size": 1 << 20, "qos": 1}),
     )
     .await;
-    let m = ok(
-        &mut b,
-        "pubsub.expect",
-        json!({"topic": quiet, "within_ms": 5000}),
-    )
-    .await;
+    let m = receive(&mut b, json!({"topic": quiet, "within_ms": 5000})).await;
     assert_eq!(m["payload_len"], json!(1 << 20));
     for s in [a, b, late] {
         s.close().await.unwrap();
@@ -589,30 +467,17 @@ async fn mqtt_publish_subscribe_qos_and_retain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_wrong_password_says_so() {
     let server = private_mosquitto(Some(("certifier", "s3cret")));
-    let mut c = cfg("mqtt");
-    c.user = Some("certifier".into());
-    c.password = Some(Secret::new("wrong"));
+    let mut c = login("mqtt", "certifier", "wrong");
     let res = bounded("wrong password", 20, open(&c, server.port)).await;
     assert_connect(res, &["password", "not authorized"]);
     c.password = Some(Secret::new("s3cret"));
     let mut s = open_ok(&c, server.port).await;
-    ok(
-        &mut s,
-        "pubsub.publish",
-        json!({"topic": "x", "payload": "y", "qos": 1}),
-    )
-    .await;
+    publish(&mut s, json!({"topic": "x", "payload": "y", "qos": 1})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_not_listening_and_killed_broker() {
-    let res = bounded(
-        "connect to a closed port",
-        20,
-        open(&cfg("mqtt"), free_port()),
-    )
-    .await;
-    assert_connect(res, &["cannot connect", "refused"]);
+    assert_refused(&cfg("mqtt")).await;
 
     let mut server = private_mosquitto(None);
     let mut c = cfg("mqtt");
@@ -661,18 +526,8 @@ async fn nats_pubsub_request_reply_and_jetstream() {
     assert!(a.version().await.unwrap().starts_with("nats-server 2."));
     let subject = unique("adaptest.t").replace('-', "_");
     ok(&mut b, "pubsub.subscribe", json!({"topic": subject})).await;
-    ok(
-        &mut a,
-        "pubsub.publish",
-        json!({"topic": subject, "payload": "你好"}),
-    )
-    .await;
-    let m = ok(
-        &mut b,
-        "pubsub.expect",
-        json!({"topic": subject, "within_ms": 3000}),
-    )
-    .await;
+    publish(&mut a, json!({"topic": subject, "payload": "你好"})).await;
+    let m = receive(&mut b, json!({"topic": subject, "within_ms": 3000})).await;
     assert_eq!(m["payload"], json!("你好"));
     assert!(matches!(
         run(
@@ -684,14 +539,12 @@ async fn nats_pubsub_request_reply_and_jetstream() {
         Err(ComponentError::Unsupported { .. })
     ));
     assert_operation(
-        run(
-            &mut b,
-            "pubsub.expect",
-            json!({"topic": "adaptest.nothing", "within_ms": 200}),
-        )
-        .await,
+        &mut b,
+        "pubsub.expect",
+        json!({"topic": "adaptest.nothing", "within_ms": 200}),
         "no message on adaptest.nothing within 200 ms",
-    );
+    )
+    .await;
     // Request/reply: b answers, a asks.
     let svc = unique("adaptest.svc").replace('-', "_");
     ok(
@@ -710,14 +563,12 @@ async fn nats_pubsub_request_reply_and_jetstream() {
         json!("pong")
     );
     assert_operation(
-        run(
-            &mut a,
-            "rpc.request",
-            json!({"subject": "adaptest.nobody.home", "within_ms": 1000}),
-        )
-        .await,
+        &mut a,
+        "rpc.request",
+        json!({"subject": "adaptest.nobody.home", "within_ms": 1000}),
         "no responders",
-    );
+    )
+    .await;
     // JetStream.
     let stream = unique("ADAPTEST").replace('-', "_");
     let subj = format!("{}.in", stream.to_lowercase());
@@ -759,20 +610,12 @@ async fn nats_pubsub_request_reply_and_jetstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_wrong_password_not_listening_and_killed_server() {
     let server = private_nats(Some(("certifier", "s3cret")));
-    let mut c = cfg("nats");
-    c.user = Some("certifier".into());
-    c.password = Some(Secret::new("wrong"));
+    let c = login("nats", "certifier", "wrong");
     let res = bounded("wrong password", 20, open(&c, server.port)).await;
     assert_connect(res, &["password", "authorization"]);
     drop(server);
 
-    let res = bounded(
-        "connect to a closed port",
-        20,
-        open(&cfg("nats"), free_port()),
-    )
-    .await;
-    assert_connect(res, &["cannot connect", "refused"]);
+    assert_refused(&cfg("nats")).await;
 
     let mut server = private_nats(None);
     let mut s = open_ok(&cfg("nats"), server.port).await;
@@ -801,10 +644,7 @@ async fn nats_wrong_password_not_listening_and_killed_server() {
 // ---------------------------------------------------------------- amqp
 
 fn rabbit() -> ComponentConfig {
-    let mut c = cfg("amqp");
-    c.user = Some("guest".into());
-    c.password = Some(Secret::new("guest"));
-    c
+    login("amqp", "guest", "guest")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,41 +668,24 @@ async fn amqp_queue_declare_publish_consume_ack() {
         json!({"queue": q, "payload": "two", "persistent": true}),
     )
     .await;
-    let m = ok(
-        &mut b,
-        "queue.consume",
-        json!({"queue": q, "within_ms": 3000}),
-    )
-    .await;
+    let m = consume(&mut b, json!({"queue": q, "within_ms": 3000})).await;
     assert_eq!(m["payload"], json!("消息 1"));
     assert_eq!(m["redelivered"], json!(false));
     // Rejected: back in the queue, then redelivered.
-    let m = ok(
-        &mut b,
-        "queue.consume",
-        json!({"queue": q, "within_ms": 3000, "ack": false}),
-    )
-    .await;
+    let m = consume(&mut b, json!({"queue": q, "within_ms": 3000, "ack": false})).await;
     assert_eq!(m["payload"], json!("two"));
     assert_eq!(m["persistent"], json!(true));
-    let m = ok(
-        &mut b,
-        "queue.consume",
-        json!({"queue": q, "within_ms": 3000}),
-    )
-    .await;
+    let m = consume(&mut b, json!({"queue": q, "within_ms": 3000})).await;
     assert_eq!(m["payload"], json!("two"));
     assert_eq!(m["redelivered"], json!(true));
     let started = Instant::now();
     assert_operation(
-        run(
-            &mut b,
-            "queue.consume",
-            json!({"queue": q, "within_ms": 300}),
-        )
-        .await,
+        &mut b,
+        "queue.consume",
+        json!({"queue": q, "within_ms": 300}),
         &format!("no message in queue {q} within 300 ms"),
-    );
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(3));
     ok(&mut a, "queue.publish", json!({"queue": q, "payload": "x"})).await;
     assert_eq!(
@@ -871,23 +694,19 @@ async fn amqp_queue_declare_publish_consume_ack() {
     );
     // A refused operation closes the channel on the broker; the next step still works.
     assert_operation(
-        run(
-            &mut a,
-            "queue.declare",
-            json!({"queue": q, "durable": true}),
-        )
-        .await,
+        &mut a,
+        "queue.declare",
+        json!({"queue": q, "durable": true}),
         "PRECONDITION_FAILED",
-    );
+    )
+    .await;
     assert_operation(
-        run(
-            &mut a,
-            "queue.publish",
-            json!({"queue": unique("adaptest.none"), "payload": "x"}),
-        )
-        .await,
+        &mut a,
+        "queue.publish",
+        json!({"queue": unique("adaptest.none"), "payload": "x"}),
         "returned",
-    );
+    )
+    .await;
     assert_eq!(
         ok(&mut a, "queue.delete", json!({"queue": q})).await,
         json!(0)
@@ -903,8 +722,7 @@ async fn amqp_wrong_password_and_not_listening() {
     let res = bounded("wrong password", 30, open(&c, 5672)).await;
     let msg = assert_connect(res, &["password"]);
     assert!(!msg.contains("not-guest"), "the secret leaked: {msg}");
-    let res = bounded("connect to a closed port", 20, open(&rabbit(), free_port())).await;
-    assert_connect(res, &["cannot connect", "refused"]);
+    assert_refused(&rabbit()).await;
 }
 
 // ---------------------------------------------------------------- http
@@ -930,7 +748,7 @@ async fn http_status_headers_bodies_and_keep_alive() {
     assert_eq!(r["body_truncated"], json!(true));
     assert_eq!(r["body"].as_str().unwrap().len(), 1 << 20);
     use sha2::Digest as _;
-    let want = sha2::Sha256::digest(pattern(5 << 20));
+    let want = sha2::Sha256::digest(servers::pattern(5 << 20));
     let want: String = want.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(r["body_sha256"], json!(want));
     let r = ok(
@@ -963,13 +781,7 @@ async fn http_status_headers_bodies_and_keep_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_not_listening_and_killed_server() {
-    let res = bounded(
-        "connect to a closed port",
-        20,
-        open(&cfg("http"), free_port()),
-    )
-    .await;
-    assert_connect(res, &["cannot connect", "refused"]);
+    assert_refused(&cfg("http")).await;
     let mut server = private_nginx();
     let mut c = cfg("http");
     c.options.insert("timeout_ms".into(), "3000".into());
@@ -983,46 +795,6 @@ async fn http_not_listening_and_killed_server() {
     )
     .await;
     assert_lost(res);
-}
-
-/// nginx over TLS with a self-signed certificate for 127.0.0.1 (made with the openssl CLI).
-fn private_nginx_tls() -> (Private, PathBuf) {
-    let port = free_port();
-    let dir = scratch("nginx-tls");
-    let root = dir.join("www");
-    write_docroot(&root);
-    // A CA, and a server certificate it signs (a self-signed CA cannot be the server's own).
-    let script = "set -e\n\
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=adaptest-test-ca -keyout ca.key -out ca.pem\n\
-        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr\n\
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext\n\
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out cert.pem\n";
-    let st = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(st.success());
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n\
-         ssl_certificate_key {d}/key.pem;\n    root {root};\n  }}\n}}\n",
-        root = root.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"));
-    let ca = dir.join("ca.pem");
-    (Private::start("nginx (TLS)", port, dir, &mut cmd), ca)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,12 @@ use adaptest_adapters::component::{
 };
 use adaptest_adapters::target::LocalTarget;
 use serde_json::{Map, Value, json};
+use servers::{MariaUser, PasswordPg, free_port};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+#[path = "../../tests/support/servers.rs"]
+mod servers;
 
 /// The engines of this machine, by kind.
 const ENGINES: &[&str] = &[
@@ -113,6 +117,18 @@ async fn query(s: &mut dyn Session, q: &str) -> Value {
     s.execute("sql.query", &sql(q))
         .await
         .unwrap_or_else(|e| panic!("{q}: {e}"))
+}
+
+/// The error of opening a session and running `select 1` (a client adapter connects only when
+/// it runs its first statement), which must fail (`why`).
+async fn connect_error(cfg: &ComponentConfig, ep: &Endpoint, why: &str) -> ComponentError {
+    match adapter(cfg).open(ep).await {
+        Err(e) => e,
+        Ok(mut s) => s
+            .execute("sql.query", &sql("select 1"))
+            .await
+            .expect_err(why),
+    }
 }
 
 fn is_mysql(kind: &str) -> bool {
@@ -304,12 +320,6 @@ async fn cli_sessions_refuse_transactions_spanning_operations() {
     }
 }
 
-/// A port nothing listens on.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn a_server_that_is_not_listening_is_connection_refused() {
     let port = free_port();
@@ -319,13 +329,7 @@ async fn a_server_that_is_not_listening_is_connection_refused() {
         cfg.port = Some(port);
         let ep = endpoint(kind, Some(port), &dir);
         let started = std::time::Instant::now();
-        let err = match adapter(&cfg).open(&ep).await {
-            Err(e) => e,
-            Ok(mut s) => s
-                .execute("sql.query", &sql("select 1"))
-                .await
-                .expect_err("refused"),
-        };
+        let err = connect_error(&cfg, &ep, "refused").await;
         assert!(
             matches!(err, ComponentError::Connect { .. }),
             "{kind}: {err:?}"
@@ -344,130 +348,13 @@ async fn a_server_that_is_not_listening_is_connection_refused() {
 
 const PASSWORD: &str = "S3cr3t-adaptest-sqltest-9f2c";
 
-/// A throwaway PostgreSQL cluster that asks for passwords (the machine's server trusts every
-/// local connection, so it cannot reject one): `initdb` as the `postgres` user into a scratch
-/// directory, listening on a free port of 127.0.0.1; stopped and removed on drop.
-struct PasswordPg {
-    dir: std::path::PathBuf,
-    port: u16,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl PasswordPg {
-    fn start(superuser_password: &str) -> PasswordPg {
-        use std::process::Command;
-        let dir = std::env::temp_dir().join(format!(
-            "adaptest-pwpg-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pw"), superuser_password).unwrap();
-        let ok = Command::new("chown")
-            .arg("-R")
-            .arg("postgres:postgres")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let as_postgres = |args: &[&str]| {
-            let out = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let data = dir.join("data").display().to_string();
-        let pwfile = dir.join("pw").display().to_string();
-        as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            &data,
-            "-U",
-            "postgres",
-            "-A",
-            "scram-sha-256",
-            "--pwfile",
-            &pwfile,
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.display()
-        );
-        let log = dir.join("log").display().to_string();
-        as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &data,
-            "-o",
-            &opts,
-            "-l",
-            &log,
-            "-w",
-            "start",
-        ]);
-        PasswordPg { dir, port }
-    }
-}
-
-impl Drop for PasswordPg {
-    fn drop(&mut self) {
-        let data = self.dir.join("data").display().to_string();
-        let _ = std::process::Command::new("runuser")
-            .args([
-                "-u",
-                "postgres",
-                "--",
-                &format!("{PG_BIN}/pg_ctl"),
-                "-D",
-                &data,
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn a_wrong_password_is_authentication_failed_and_never_shown() {
     let dir = workdir("auth");
     // PostgreSQL: a private cluster with password authentication
     let pg = PasswordPg::start(PASSWORD);
-    // MariaDB: a dedicated user with a password, dropped at the end
-    let mut my = open_with(&config("mariadb"), &endpoint("mariadb", None, &dir)).await;
-    exec(
-        my.as_mut(),
-        "drop user if exists 'adaptest_at_auth'@'%', 'adaptest_at_auth'@'localhost'",
-    )
-    .await;
-    exec(
-        my.as_mut(),
-        &format!("create user 'adaptest_at_auth'@'%' identified by '{PASSWORD}'"),
-    )
-    .await;
-    exec(
-        my.as_mut(),
-        &format!("create user 'adaptest_at_auth'@'localhost' identified by '{PASSWORD}'"),
-    )
-    .await;
-    exec(
-        my.as_mut(),
-        "grant select on test.* to 'adaptest_at_auth'@'%', 'adaptest_at_auth'@'localhost'",
-    )
-    .await;
+    // MariaDB: a dedicated user with a password, dropped with `_user`
+    let _user = MariaUser::create("adaptest_at_auth", PASSWORD);
 
     for kind in ["postgres", "psql", "mariadb", "mysql-cli"] {
         let mut cfg = config(kind);
@@ -488,13 +375,7 @@ async fn a_wrong_password_is_authentication_failed_and_never_shown() {
         // … a wrong one says so, without showing either
         let wrong = format!("{PASSWORD}-wrong");
         cfg.password = Some(Secret::new(wrong.clone()));
-        let err = match adapter(&cfg).open(&ep).await {
-            Err(e) => e,
-            Ok(mut s) => s
-                .execute("sql.query", &sql("select 1"))
-                .await
-                .expect_err("wrong password"),
-        };
+        let err = connect_error(&cfg, &ep, "wrong password").await;
         let text = format!("{err} {err:?}");
         assert!(
             matches!(err, ComponentError::Connect { .. }),
@@ -510,85 +391,58 @@ async fn a_wrong_password_is_authentication_failed_and_never_shown() {
             "{kind}: Debug shows the password"
         );
     }
-
-    exec(
-        my.as_mut(),
-        "drop user 'adaptest_at_auth'@'%', 'adaptest_at_auth'@'localhost'",
-    )
-    .await;
-    drop(pg);
 }
 
 #[tokio::test]
 async fn types_render_as_the_servers_text() {
-    let cases: &[(&str, &str, Value)] = &[
+    let postgres = (
+        "select 9223372036854775807::bigint, 1.10::numeric(5,2), 0.1::float8, date '2024-02-29', true, '\\x00ff'::bytea".to_string(),
+        json!([["9223372036854775807", "1.10", "0.1", "2024-02-29", "t", "\\x00ff"]]),
+    );
+    // The same values on MariaDB and SQLite, with the bytes `x'{hex}'`.
+    let mysql = |hex: &str| {
         (
-            "postgres",
-            "select 9223372036854775807::bigint, 1.10::numeric(5,2), 0.1::float8, date '2024-02-29', true, '\\x00ff'::bytea",
-            json!([[
-                "9223372036854775807",
-                "1.10",
-                "0.1",
-                "2024-02-29",
-                "t",
-                "\\x00ff"
-            ]]),
-        ),
-        (
-            "psql",
-            "select 9223372036854775807::bigint, 1.10::numeric(5,2), 0.1::float8, date '2024-02-29', true, '\\x00ff'::bytea",
-            json!([[
-                "9223372036854775807",
-                "1.10",
-                "0.1",
-                "2024-02-29",
-                "t",
-                "\\x00ff"
-            ]]),
-        ),
-        (
-            "mariadb",
-            "select cast(9223372036854775807 as signed), cast(1.1 as decimal(5,2)), 0.1e0, date '2024-02-29', true, x'00ff'",
+            format!(
+                "select cast(9223372036854775807 as signed), cast(1.1 as decimal(5,2)), 0.1e0, date '2024-02-29', true, x'{hex}'"
+            ),
             json!([[
                 "9223372036854775807",
                 "1.10",
                 "0.1",
                 "2024-02-29",
                 "1",
-                "\\x00ff"
+                format!("\\x{hex}")
             ]]),
-        ),
+        )
+    };
+    let sqlite = |hex: &str| {
         (
-            "mysql-cli",
-            // (the mysql client prints a NUL byte as a space: binary values with NULs are not
-            // shown exactly through it)
-            "select cast(9223372036854775807 as signed), cast(1.1 as decimal(5,2)), 0.1e0, date '2024-02-29', true, x'01ff'",
+            format!("select 9223372036854775807, 0.1, 1e20, x'{hex}', 'a' || char(10) || 'b'"),
             json!([[
                 "9223372036854775807",
-                "1.10",
                 "0.1",
-                "2024-02-29",
-                "1",
-                "\\x01ff"
+                "1.0e+20",
+                format!("\\x{hex}"),
+                "a\nb"
             ]]),
-        ),
-        (
-            "sqlite",
-            "select 9223372036854775807, 0.1, 1e20, x'00ff', 'a' || char(10) || 'b'",
-            json!([["9223372036854775807", "0.1", "1.0e+20", "\\x00ff", "a\nb"]]),
-        ),
-        (
-            // (the sqlite3 shell stops a value at a NUL byte, as the mysql client does)
-            "sqlite-cli",
-            "select 9223372036854775807, 0.1, 1e20, x'01ff', 'a' || char(10) || 'b'",
-            json!([["9223372036854775807", "0.1", "1.0e+20", "\\x01ff", "a\nb"]]),
-        ),
+        )
+    };
+    let cases = [
+        ("postgres", postgres.clone()),
+        ("psql", postgres),
+        ("mariadb", mysql("00ff")),
+        // (the mysql client prints a NUL byte as a space: binary values with NULs are not
+        // shown exactly through it)
+        ("mysql-cli", mysql("01ff")),
+        ("sqlite", sqlite("00ff")),
+        // (the sqlite3 shell stops a value at a NUL byte, as the mysql client does)
+        ("sqlite-cli", sqlite("01ff")),
     ];
-    for (kind, q, want) in cases {
+    for (kind, (q, want)) in cases {
         let dir = workdir(&format!("types-{kind}"));
         let mut s = open_with(&config(kind), &endpoint(kind, None, &dir)).await;
-        let r = query(s.as_mut(), q).await;
-        assert_eq!(&r["rows"], want, "{kind}: {r}");
+        let r = query(s.as_mut(), &q).await;
+        assert_eq!(r["rows"], want, "{kind}: {r}");
     }
 }
 

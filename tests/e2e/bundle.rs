@@ -2,7 +2,7 @@
 //! verifies; a flipped byte in any kind of file, a removed or added file, another key or a
 //! damaged archive are all rejected. OpenSSL and sha256sum check the same bundle independently.
 
-use crate::util::{Sandbox, local_plan};
+use crate::util::{Run, Sandbox, local_plan};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -34,30 +34,13 @@ fn fixture(algorithm: &str) -> Fixture {
     let sb = Sandbox::new();
     sb.write("suites/b.toml", SUITE);
     sb.write("plan.toml", &local_plan(&["b.demo"]));
-    sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--format",
-        "json",
-    ])
-    .expect_code(0);
+    sb.run_own_suites(&["--format", "json"]).expect_code(0);
     let run_dir = sb.run_dir();
     sb.run(&["keygen", "--out", "k", "--algorithm", algorithm])
         .expect_code(0);
-    let out = sb.run(&[
-        "bundle",
-        run_dir.to_str().unwrap(),
-        "--key",
-        "k.key",
-        "-o",
-        "run.tar.gz",
-    ]);
+    let out = bundle(&sb, &run_dir, "k.key", &["-o", "run.tar.gz"]);
     out.expect_code(0);
-    assert!(out.stdout.contains("bundle run.tar.gz"), "{}", out.stdout);
+    out.expect_in_stdout("bundle run.tar.gz");
     let bundle = sb.path().join("run.tar.gz");
     Fixture {
         sb,
@@ -67,7 +50,7 @@ fn fixture(algorithm: &str) -> Fixture {
 }
 
 impl Fixture {
-    fn verify(&self, bundle: &Path, pubkey: &str) -> crate::util::Run {
+    fn verify(&self, bundle: &Path, pubkey: &str) -> Run {
         self.sb
             .run(&["verify", bundle.to_str().unwrap(), "--pubkey", pubkey])
     }
@@ -98,6 +81,13 @@ impl Fixture {
     }
 }
 
+/// `adaptest bundle DIR --key KEY` and `extra`.
+fn bundle(sb: &Sandbox, dir: &Path, key: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["bundle", dir.to_str().unwrap(), "--key", key];
+    args.extend_from_slice(extra);
+    sb.run(&args)
+}
+
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
@@ -122,7 +112,7 @@ fn keygen_writes_a_private_key_only_its_owner_can_read() {
     let sb = Sandbox::new();
     let out = sb.run(&["keygen", "--out", "center"]);
     out.expect_code(0);
-    assert!(out.stdout.contains("ed25519 key id "), "{}", out.stdout);
+    out.expect_in_stdout("ed25519 key id ");
     let mode = |p: &str| {
         std::fs::metadata(sb.path().join(p))
             .unwrap()
@@ -138,7 +128,7 @@ fn keygen_writes_a_private_key_only_its_owner_can_read() {
     // Never overwritten by accident.
     let again = sb.run(&["keygen", "--out", "center"]);
     again.expect_code(2);
-    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    again.expect_in_stderr("already exists");
     assert_eq!(
         std::fs::read_to_string(sb.path().join("center.key")).unwrap(),
         private
@@ -164,11 +154,7 @@ fn an_untouched_bundle_verifies_and_holds_the_whole_run() {
     let ok = f.verify(&f.bundle, "k.pub");
     ok.expect_code(0);
     assert!(ok.stdout.starts_with("verified: "), "{}", ok.stdout);
-    assert!(
-        ok.stdout.contains("verdict: certified (兼容)"),
-        "{}",
-        ok.stdout
-    );
+    ok.expect_in_stdout("verdict: certified (兼容)");
 
     let listing = sh(Command::new("tar").arg("-tzf").arg(&f.bundle));
     let run_id = f.run_dir.file_name().unwrap().to_str().unwrap();
@@ -324,7 +310,7 @@ fn a_flipped_byte_in_any_kind_of_file_is_rejected() {
     flip_a_byte(&suite);
     let out = f.verify(&f.repack(&dir, "flip-suite"), "k.pub");
     out.expect_code(1);
-    assert!(out.stderr.contains("content changed"), "{}", out.stderr);
+    out.expect_in_stderr("content changed");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -347,24 +333,15 @@ fn a_removed_or_added_file_is_rejected() {
     std::fs::remove_file(dir.join("logs/local/os/b.demo/chinese.log")).unwrap();
     let out = f.verify(&f.repack(&dir, "removed"), "k.pub");
     out.expect_code(1);
-    assert!(
-        out.stderr.contains(
-            "logs/local/os/b.demo/chinese.log: listed in the manifest but missing from the bundle"
-        ),
-        "{}",
-        out.stderr
+    out.expect_in_stderr(
+        "logs/local/os/b.demo/chinese.log: listed in the manifest but missing from the bundle",
     );
 
     let dir = f.extract("added");
     std::fs::write(dir.join("logs/local/os/b.demo/extra.log"), "planted\n").unwrap();
     let out = f.verify(&f.repack(&dir, "added"), "k.pub");
     out.expect_code(1);
-    assert!(
-        out.stderr
-            .contains("logs/local/os/b.demo/extra.log: in the bundle but not in the manifest"),
-        "{}",
-        out.stderr
-    );
+    out.expect_in_stderr("logs/local/os/b.demo/extra.log: in the bundle but not in the manifest");
 
     // Without the manifest or its signature there is nothing to trust.
     for (i, name) in ["manifest.json", "manifest.sig"].iter().enumerate() {
@@ -372,11 +349,7 @@ fn a_removed_or_added_file_is_rejected() {
         std::fs::remove_file(dir.join(name)).unwrap();
         let out = f.verify(&f.repack(&dir, &format!("nomanifest{i}")), "k.pub");
         out.expect_code(1);
-        assert!(
-            out.stderr.contains(&format!("{name} is missing")),
-            "{}",
-            out.stderr
-        );
+        out.expect_in_stderr(&format!("{name} is missing"));
     }
 }
 
@@ -390,22 +363,13 @@ fn another_key_or_a_damaged_archive_is_rejected() {
         out.stderr
             .contains("the signature does not verify with the given public key")
     );
-    assert!(
-        out.stderr.contains("not the given public key"),
-        "{}",
-        out.stderr
-    );
+    out.expect_in_stderr("not the given public key");
 
     f.sb.run(&["keygen", "--out", "gm", "--algorithm", "sm2"])
         .expect_code(0);
     let out = f.verify(&f.bundle, "gm.pub");
     out.expect_code(1);
-    assert!(
-        out.stderr
-            .contains("the bundle is signed with ed25519 but the public key is an sm2 key"),
-        "{}",
-        out.stderr
-    );
+    out.expect_in_stderr("the bundle is signed with ed25519 but the public key is an sm2 key");
 
     // Re-signed by an attacker with their own key: their manifest is valid, but not ours.
     let dir = f.extract("resigned");
@@ -413,14 +377,7 @@ fn another_key_or_a_damaged_archive_is_rejected() {
     let forged_run = dir.clone();
     std::fs::remove_file(forged_run.join("manifest.json")).unwrap();
     std::fs::remove_file(forged_run.join("manifest.sig")).unwrap();
-    let out = f.sb.run(&[
-        "bundle",
-        forged_run.to_str().unwrap(),
-        "--key",
-        "other.key",
-        "-o",
-        "forged.tar.gz",
-    ]);
+    let out = bundle(&f.sb, &forged_run, "other.key", &["-o", "forged.tar.gz"]);
     out.expect_code(0);
     let forged = f.sb.path().join("forged.tar.gz");
     f.verify(&forged, "other.pub").expect_code(0);
@@ -437,7 +394,7 @@ fn another_key_or_a_damaged_archive_is_rejected() {
     // The private key is not a public key; a missing bundle is not a rejection.
     let out = f.verify(&f.bundle, "k.key");
     out.expect_code(2);
-    assert!(out.stderr.contains("holds a private key"), "{}", out.stderr);
+    out.expect_in_stderr("holds a private key");
     f.verify(&f.sb.path().join("nope.tar.gz"), "k.pub")
         .expect_code(2);
 }
@@ -447,7 +404,7 @@ fn sm2_bundles_use_sm3_digests_and_verify() {
     let f = fixture("sm2");
     let ok = f.verify(&f.bundle, "k.pub");
     ok.expect_code(0);
-    assert!(ok.stdout.contains("signed with sm2 key"), "{}", ok.stdout);
+    ok.expect_in_stdout("signed with sm2 key");
     let dir = f.extract("x");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
@@ -465,27 +422,12 @@ fn sm2_bundles_use_sm3_digests_and_verify() {
     flip_a_byte(&dir.join("results.json"));
     let out = f.verify(&f.repack(&dir, "flipped"), "k.pub");
     out.expect_code(1);
-    assert!(
-        out.stderr.contains("results.json: content changed"),
-        "{}",
-        out.stderr
-    );
+    out.expect_in_stderr("results.json: content changed");
 
     // --algorithm insists on the key's kind.
-    let out = f.sb.run(&[
-        "bundle",
-        f.run_dir.to_str().unwrap(),
-        "--key",
-        "k.key",
-        "--algorithm",
-        "ed25519",
-    ]);
+    let out = bundle(&f.sb, &f.run_dir, "k.key", &["--algorithm", "ed25519"]);
     out.expect_code(2);
-    assert!(
-        out.stderr.contains("is an sm2 key, not ed25519"),
-        "{}",
-        out.stderr
-    );
+    out.expect_in_stderr("is an sm2 key, not ed25519");
 }
 
 #[test]
@@ -493,36 +435,18 @@ fn bundle_renders_reports_that_are_missing_or_stale() {
     let f = fixture("ed25519");
     std::fs::remove_file(f.run_dir.join("report.zh-CN.html")).unwrap();
     std::fs::write(f.run_dir.join("report.html"), "<html>edited by hand</html>").unwrap();
-    let out = f.sb.run(&[
-        "bundle",
-        f.run_dir.to_str().unwrap(),
-        "--key",
-        "k.key",
-        "-o",
-        "fresh.tar.gz",
-    ]);
+    let out = bundle(&f.sb, &f.run_dir, "k.key", &["-o", "fresh.tar.gz"]);
     out.expect_code(0);
-    assert!(
-        out.stderr
-            .contains("note: report.html was missing or out of date"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("note: report.zh-CN.html"),
-        "{}",
-        out.stderr
-    );
+    out.expect_in_stderr("note: report.html was missing or out of date");
+    out.expect_in_stderr("note: report.zh-CN.html");
     let fresh = f.sb.path().join("fresh.tar.gz");
     f.verify(&fresh, "k.pub").expect_code(0);
 
     // Unfinished runs and non-runs are refused.
-    let out =
-        f.sb.run(&["bundle", f.sb.path().to_str().unwrap(), "--key", "k.key"]);
+    let out = bundle(&f.sb, f.sb.path(), "k.key", &[]);
     out.expect_code(2);
     std::fs::remove_file(f.run_dir.join("results.json")).unwrap();
-    let out =
-        f.sb.run(&["bundle", f.run_dir.to_str().unwrap(), "--key", "k.key"]);
+    let out = bundle(&f.sb, &f.run_dir, "k.key", &[]);
     out.expect_code(2);
-    assert!(out.stderr.contains("has no results.json"), "{}", out.stderr);
+    out.expect_in_stderr("has no results.json");
 }

@@ -1,7 +1,7 @@
 //! Certification through the real binary: verdicts from levels, outcomes and the plan's waivers
 //! (including an expired one), exit codes, the two reports, the cover, and waiver diagnostics.
 
-use crate::util::{Sandbox, results};
+use crate::util::{Run, Sandbox, cover_plan, results};
 
 /// `known` (mandatory) and `legacy` (optional) fail; `ok` passes; `na` is not applicable.
 const SUITE: &str = r#"[suite]
@@ -38,43 +38,26 @@ run = "true"
 "#;
 
 fn plan(waivers: &str) -> String {
-    format!(
-        r#"[product]
-name = "FooDB"
-version = "8.1.2"
-vendor = "Foo Software Co."
-center = "华东软硬件适配中心"
-report_number = "ECAC-2026-0042"
-tester = "张三"
-reviewer = "李四"
-
-[[target]]
-id = "local"
-kind = "local"
-
-[[matrix]]
-targets = ["local"]
-components = ["os"]
-suites = ["cert.demo"]
-{waivers}"#
-    )
+    cover_plan("cert.demo", waivers)
 }
 
-fn run(sb: &Sandbox, waivers: &str, extra: &[&str]) -> crate::util::Run {
+fn run(sb: &Sandbox, waivers: &str, extra: &[&str]) -> Run {
     sb.write("suites/cert.toml", SUITE);
     sb.write("plan.toml", &plan(waivers));
-    let mut args = vec![
-        "run",
-        "--plan",
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(extra);
+    sb.run_own_suites(&args)
+}
+
+/// `validate` of the plan and the suites.
+fn validate(sb: &Sandbox) -> Run {
+    sb.run(&[
+        "validate",
         "plan.toml",
         "--suites",
         "suites",
         "--no-builtin",
-        "--format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    sb.run(&args)
+    ])
 }
 
 const ACTIVE: &str = r#"
@@ -242,13 +225,7 @@ expires = 2027-03-31
 target = "elsewhere"
 "#;
     sb.write("plan.toml", &plan(waivers));
-    let out = sb.run(&[
-        "validate",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let out = validate(&sb);
     out.expect_code(2);
     let e = &out.stderr;
     for expected in [
@@ -267,18 +244,8 @@ target = "elsewhere"
         "\n[[waiver]]\ncase = \"cert.demo/known\"\nreason = \"x\"\nowner = \"qa\"\nexpires = 2027-03-31\nexpiry = 2027-01-01\n",
     );
     sb.write("plan.toml", &typo);
-    let out = sb.run(&[
-        "validate",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
-    out.expect_code(2);
-    assert!(
-        out.stderr.contains("unknown field `expiry`"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("plan.toml:24:1"), "{}", out.stderr);
+    validate(&sb)
+        .expect_code(2)
+        .expect_in_stderr("unknown field `expiry`")
+        .expect_in_stderr("plan.toml:24:1");
 }

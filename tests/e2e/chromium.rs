@@ -2,7 +2,7 @@
 //! (Debian `chromium`, installed by scripts/install-deps.sh) with no console error, a
 //! screenshot, the key headings in the rendered DOM, and the pager of a large run working.
 
-use crate::util::Sandbox;
+use crate::util::{Sandbox, cover_plan};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,24 +33,8 @@ level = "optional"
 run = "exit 1"
 "#;
 
-const PLAN: &str = r#"[product]
-name = "FooDB"
-version = "8.1.2"
-vendor = "Foo Software Co."
-center = "华东软硬件适配中心"
-report_number = "ECAC-2026-0042"
-tester = "张三"
-reviewer = "李四"
-
-[[target]]
-id = "local"
-kind = "local"
-
-[[matrix]]
-targets = ["local"]
-components = ["os"]
-suites = ["ui.demo"]
-
+/// `known` waived: the reports say "Certified with notes" and list the waiver.
+const WAIVER: &str = r#"
 [[waiver]]
 case = "ui.demo/known"
 reason = "fixed in 8.2"
@@ -107,51 +91,47 @@ fn console_errors(stderr: &str) -> Vec<String> {
         .collect()
 }
 
-/// Load `page` and return the DOM after scripts ran.
-fn render(sb: &Sandbox, page: &Path, profile: &str) -> Rendered {
+/// Run Chromium on `page` with `args` and a fresh profile `profile`; fails the test when it
+/// fails. Its stdout, and the console errors it logged.
+fn chromium_on(sb: &Sandbox, page: &Path, profile: &str, args: &[String]) -> (String, Vec<String>) {
     let out = Command::new(chromium())
         .args(base_args(&sb.path().join(profile)))
-        .arg("--virtual-time-budget=5000")
-        .arg("--dump-dom")
+        .args(args)
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("run chromium");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "chromium failed: {stderr}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        console_errors(&stderr),
+    )
+}
+
+/// Load `page` and return the DOM after scripts ran.
+fn render(sb: &Sandbox, page: &Path, profile: &str) -> Rendered {
+    let args = ["--virtual-time-budget=5000".into(), "--dump-dom".into()];
+    let (dom, console_errors) = chromium_on(sb, page, profile, &args);
     Rendered {
-        dom: String::from_utf8_lossy(&out.stdout).into_owned(),
-        console_errors: console_errors(&stderr),
+        dom,
+        console_errors,
     }
 }
 
+/// Take a screenshot of `page` into `png`: the console errors.
 fn screenshot(sb: &Sandbox, page: &Path, png: &Path, profile: &str) -> Vec<String> {
-    let out = Command::new(chromium())
-        .args(base_args(&sb.path().join(profile)))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg("--window-size=1280,2000")
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("run chromium");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "chromium failed: {stderr}");
-    console_errors(&stderr)
+    let args = [
+        format!("--screenshot={}", png.display()),
+        "--window-size=1280,2000".into(),
+    ];
+    chromium_on(sb, page, profile, &args).1
 }
 
 fn run_reports() -> (Sandbox, PathBuf) {
     let sb = Sandbox::new();
     sb.write("suites/ui.toml", SUITE);
-    sb.write("plan.toml", PLAN);
-    sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--format",
-        "json",
-    ])
-    .expect_code(0);
+    sb.write("plan.toml", &cover_plan("ui.demo", WAIVER));
+    sb.run_own_suites(&["--format", "json"]).expect_code(0);
     let dir = sb.run_dir();
     (sb, dir)
 }

@@ -54,16 +54,6 @@ components = ["os"]
 suites = ["cmp.demo"]
 "#;
 
-fn only_run(sb: &Sandbox, out: &str) -> PathBuf {
-    let base = sb.path().join(out);
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&base)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs.into_iter().next().unwrap()
-}
-
 /// Run the plan twice: before and after the marker file appears.
 fn two_runs() -> (Sandbox, PathBuf, PathBuf) {
     let sb = Sandbox::new();
@@ -71,24 +61,13 @@ fn two_runs() -> (Sandbox, PathBuf, PathBuf) {
     sb.write("suites/cmp.toml", &suite(marker.to_str().unwrap()));
     sb.write("plan.toml", PLAN);
     let run = |out: &str, code: i32| {
-        sb.run(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--no-builtin",
-            "--out",
-            out,
-            "--format",
-            "json",
-        ])
-        .expect_code(code);
+        sb.run_own_suites(&["--out", out, "--format", "json"])
+            .expect_code(code);
     };
     run("runs-a", 0);
     std::fs::write(&marker, "").unwrap();
     run("runs-b", 1);
-    let (a, b) = (only_run(&sb, "runs-a"), only_run(&sb, "runs-b"));
+    let (a, b) = (sb.run_dir_in("runs-a"), sb.run_dir_in("runs-b"));
     (sb, a, b)
 }
 
@@ -177,21 +156,13 @@ fn compare_lists_new_failures_fixed_and_target_specific_cases() {
     // and the case fixed in B fails again.
     let back = sb.run(&["compare", &format!("{b}/results.json"), a]);
     back.expect_code(1);
-    assert!(back.stdout.contains("\nfixed (3)\n"), "{}", back.stdout);
-    assert!(
-        back.stdout.contains("\nnew failures (2)\n"),
-        "{}",
-        back.stdout
-    );
+    back.expect_in_stdout("\nfixed (3)\n");
+    back.expect_in_stdout("\nnew failures (2)\n");
 
     // Comparing a run with itself: nothing new, exit 0.
     let same = sb.run(&["compare", a, a]);
     same.expect_code(0);
-    assert!(
-        same.stdout.contains("\nnew failures (0)\n"),
-        "{}",
-        same.stdout
-    );
+    same.expect_in_stdout("\nnew failures (0)\n");
 }
 
 #[test]
@@ -206,5 +177,5 @@ fn compare_refuses_what_is_not_a_run() {
     );
     let out = sb.run(&["compare", ".", ".", "--metric-threshold", "ten"]);
     out.expect_code(2);
-    assert!(out.stderr.contains("not a percentage"), "{}", out.stderr);
+    out.expect_in_stderr("not a percentage");
 }

@@ -1,6 +1,6 @@
 //! The embedded default: `adaptest run` with no arguments certifies this host's OS basics.
 
-use crate::util::{Sandbox, results};
+use crate::util::{Sandbox, combination, results};
 
 #[test]
 fn default_run_passes_os_basic_on_this_machine() {
@@ -34,12 +34,8 @@ fn default_run_passes_os_basic_on_this_machine() {
             assert_eq!(c["status"], "passed", "mandatory case failed: {c}");
         }
     }
-    let sql = res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "local/sqlite/db.sql-core")
-        .expect("db.sql-core ran on the embedded SQLite");
+    // db.sql-core ran on the embedded SQLite.
+    let sql = combination(&res, "local/sqlite/db.sql-core");
     let sql_cases = sql["cases"].as_array().unwrap();
     assert!(
         sql_cases.len() >= 10,
@@ -76,6 +72,6 @@ fn env_and_list_describe_the_host_and_the_builtin_suites() {
     assert!(!env["kernel"].as_str().unwrap().is_empty());
     let r = sb.run(&["list", "--cases"]);
     r.expect_code(0);
-    assert!(r.stdout.contains("os.basic"), "{}", r.stdout);
-    assert!(r.stdout.contains("操作系统"), "{}", r.stdout);
+    r.expect_in_stdout("os.basic");
+    r.expect_in_stdout("操作系统");
 }

@@ -3,7 +3,7 @@
 //! adaptest records are checked against each format's reference consumer (Perl's TAP::Parser,
 //! Python's junitparser) reading the same producers.
 
-use crate::util::{Sandbox, results, workspace};
+use crate::util::{Sandbox, case, combination, local_plan, results, suite_toml, workspace};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,13 +43,7 @@ fn oracle(cmd: &mut Command) -> BTreeMap<String, String> {
 
 /// The cases of one combination as `name (id minus the import prefix) → status`.
 fn imported(res: &Value, combo: &str, import: &str) -> BTreeMap<String, String> {
-    let c = res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == combo)
-        .unwrap_or_else(|| panic!("no combination {combo}"));
-    c["cases"]
+    combination(res, combo)["cases"]
         .as_array()
         .unwrap()
         .iter()
@@ -61,24 +55,8 @@ fn imported(res: &Value, combo: &str, import: &str) -> BTreeMap<String, String> 
         .collect()
 }
 
-fn case<'a>(res: &'a Value, combo: &str, id: &str) -> &'a Value {
-    res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == combo)
-        .and_then(|c| {
-            c["cases"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|k| k["id"] == id)
-        })
-        .unwrap_or_else(|| panic!("no case {combo} {id}"))
-}
-
 fn suite(cases: &str) -> String {
-    format!("[suite]\nid = \"t.import\"\ntitle = \"imports\"\ncomponent = \"os\"\n\n{cases}")
+    suite_toml("t.import", "imports", "os", cases)
 }
 
 #[test]
@@ -94,7 +72,7 @@ fn tap_imports_match_tap_parser_for_prove_and_a_kselftest_script() {
              [[case]]\nid = \"after\"\ntitle = \"a plain case after the imports\"\nrun = \"true\"\n"
         )),
     );
-    sb.write("plan.toml", &crate::util::local_plan(&["t.import"]));
+    sb.write("plan.toml", &local_plan(&["t.import"]));
     let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
     r.expect_code(1); // `arithmetic is wrong` is a mandatory failure
     let res = results(&sb.run_dir());
@@ -188,7 +166,7 @@ fn a_bail_out_is_an_error_and_a_resume_reruns_the_import_as_a_whole() {
             tap.display()
         )),
     );
-    sb.write("plan.toml", &crate::util::local_plan(&["t.import"]));
+    sb.write("plan.toml", &local_plan(&["t.import"]));
     let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
     r.expect_code(3); // an error: the suite could not finish
     let dir = sb.run_dir();
@@ -236,7 +214,7 @@ fn junit_imports_match_junitparser_for_pytest() {
             py.display()
         )),
     );
-    sb.write("plan.toml", &crate::util::local_plan(&["t.import"]));
+    sb.write("plan.toml", &local_plan(&["t.import"]));
     let r = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
     r.expect_code(1);
     let res = results(&sb.run_dir());
@@ -283,7 +261,7 @@ fn an_import_without_a_report_fails_with_the_cause() {
              [[case]]\nid = \"nofile\"\ntitle = \"writes no JUnit\"\nimport = { run = \"true\", format = \"junit\", file = \"missing.xml\" }\n",
         ),
     );
-    sb.write("plan.toml", &crate::util::local_plan(&["t.import"]));
+    sb.write("plan.toml", &local_plan(&["t.import"]));
     sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"])
         .expect_code(1);
     let res = results(&sb.run_dir());
@@ -310,5 +288,5 @@ fn an_import_without_a_report_fails_with_the_cause() {
     );
     let v = sb.run(&["validate", "bad/s.toml"]);
     v.expect_code(2);
-    assert!(v.stderr.contains("import.file"), "{}", v.stderr);
+    v.expect_in_stderr("import.file");
 }

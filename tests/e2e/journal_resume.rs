@@ -1,6 +1,6 @@
 //! The journal survives SIGKILL and `--resume` finishes the run without repeating a case.
 
-use crate::util::{Sandbox, case_statuses, local_plan, results};
+use crate::util::{Run, Sandbox, case_statuses, local_plan, results, suite_toml, wait_for};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,7 @@ fn case_records(journal: &str) -> Vec<serde_json::Value> {
 #[test]
 fn sigkill_midway_then_resume_records_every_case_exactly_once() {
     let sb = Sandbox::new();
-    let mut suite =
-        String::from("[suite]\nid = \"t.forty\"\ntitle = \"forty\"\ncomponent = \"os\"\n");
+    let mut suite = suite_toml("t.forty", "forty", "os", "");
     for i in 0..40 {
         // Every 7th case fails, so outcomes differ and can be compared.
         let run = if i % 7 == 3 {
@@ -33,41 +32,24 @@ fn sigkill_midway_then_resume_records_every_case_exactly_once() {
     sb.write("plan.toml", &local_plan(&["t.forty"]));
 
     let mut child = sb
-        .cmd(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--no-builtin",
-            "--format",
-            "json",
-        ])
+        .own_suites_cmd(&["--format", "json"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Wait until some, but not all, cases are in the journal, then SIGKILL the harness.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let journal_path = loop {
-        let dir = std::fs::read_dir(sb.path().join("adaptest-runs"))
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(Result::ok);
-        if let Some(d) = dir {
-            let j = d.path().join("journal.jsonl");
-            if std::fs::read_to_string(&j).is_ok_and(|t| case_records(&t).len() >= 12) {
-                break j;
-            }
-        }
-        assert!(Instant::now() < deadline, "the run never reached 12 cases");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    wait_for(
+        "the run never reached 12 cases",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || (case_records(&sb.journal_so_far()).len() >= 12).then_some(()),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
+    let run_dir = sb.run_dir();
+    let journal_path = run_dir.join("journal.jsonl");
     let before = case_records(&std::fs::read_to_string(&journal_path).unwrap());
     assert!(before.len() < 40, "the run finished before it was killed");
-    let run_dir = sb.run_dir();
     assert!(
         !run_dir.join("results.json").exists(),
         "a killed run writes no results"
@@ -75,11 +57,7 @@ fn sigkill_midway_then_resume_records_every_case_exactly_once() {
 
     let r = sb.run(&["run", "--resume", run_dir.to_str().unwrap()]);
     r.expect_code(1);
-    assert!(
-        r.stdout.contains(&format!("{} already done", before.len())),
-        "{}",
-        r.stdout
-    );
+    r.expect_in_stdout(&format!("{} already done", before.len()));
 
     let after = case_records(&std::fs::read_to_string(&journal_path).unwrap());
     let mut count: HashMap<String, usize> = HashMap::new();
@@ -110,18 +88,15 @@ fn resume_of_a_finished_run_runs_nothing_again() {
     let sb = Sandbox::new();
     sb.write(
         "suites/t.toml",
-        "[suite]\nid = \"t.one\"\ntitle = \"one\"\ncomponent = \"os\"\n\n[[case]]\nid = \"a\"\ntitle = \"a\"\nrun = \"echo ran\"\n",
+        &suite_toml(
+            "t.one",
+            "one",
+            "os",
+            "[[case]]\nid = \"a\"\ntitle = \"a\"\nrun = \"echo ran\"\n",
+        ),
     );
     sb.write("plan.toml", &local_plan(&["t.one"]));
-    sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ])
-    .expect_code(0);
+    sb.run_own_suites(&[]).expect_code(0);
     let dir = sb.run_dir();
     let j1 = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
     let r = sb.run(&["run", "--resume", dir.to_str().unwrap()]);
@@ -135,17 +110,13 @@ fn resume_of_something_that_is_not_a_run_is_refused() {
     let sb = Sandbox::new();
     let r = sb.run(&["run", "--resume", sb.path().to_str().unwrap()]);
     r.expect_code(2);
-    assert!(
-        r.stderr.contains("not an adaptest run directory"),
-        "{}",
-        r.stderr
-    );
+    r.expect_in_stderr("not an adaptest run directory");
 }
 
 #[test]
 fn sigint_stops_cleanly_keeps_the_journal_and_resume_finishes() {
     let sb = Sandbox::new();
-    let mut suite = String::from("[suite]\nid = \"t.int\"\ntitle = \"int\"\ncomponent = \"os\"\n");
+    let mut suite = suite_toml("t.int", "int", "os", "");
     suite.push_str("\n[[case]]\nid = \"quick\"\ntitle = \"quick\"\nrun = \"echo done\"\n");
     let marker = sb.path().join("resumed");
     suite.push_str(&format!(
@@ -156,48 +127,28 @@ fn sigint_stops_cleanly_keeps_the_journal_and_resume_finishes() {
     sb.write("suites/t.toml", &suite);
     sb.write("plan.toml", &local_plan(&["t.int"]));
     let child = sb
-        .cmd(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--no-builtin",
-        ])
+        .own_suites_cmd(&[])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the long case is running (the quick one is journaled), then Ctrl-C.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let journaled = std::fs::read_dir(sb.path().join("adaptest-runs"))
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .and_then(Result::ok)
-            .and_then(|d| std::fs::read_to_string(d.path().join("journal.jsonl")).ok())
-            .is_some_and(|t| case_records(&t).len() == 1);
-        if journaled {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the first case never finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        "the first case never finished",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || (case_records(&sb.journal_so_far()).len() == 1).then_some(()),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
+    let out = Run::from(child.wait_with_output().unwrap());
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "Ctrl-C did not stop the run promptly"
     );
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    out.expect_code(130);
     let dir = sb.run_dir();
     let res = results(&dir);
     assert_eq!(res["run"]["completion"], "interrupted");
@@ -207,7 +158,7 @@ fn sigint_stops_cleanly_keeps_the_journal_and_resume_finishes() {
     std::fs::write(&marker, "").unwrap();
     let r = sb.run(&["run", "--resume", dir.to_str().unwrap()]);
     r.expect_code(0);
-    assert!(r.stdout.contains("1 already done"), "{}", r.stdout);
+    r.expect_in_stdout("1 already done");
     let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
     let ids: Vec<String> = case_records(&journal)
         .iter()

@@ -1,15 +1,8 @@
 //! Component lifecycle: install/start/ready run as certification items before a component's
 //! suites, stop/uninstall after; `component.restart` in steps; a failed start errors the pair.
 
-use crate::util::{Sandbox, alive, case_statuses, results};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{Sandbox, alive, case, combination, free_port, results, suite_toml};
+use std::path::PathBuf;
 
 const KV_SUITE: &str = r#"[suite]
 id = "t.kv-restart"
@@ -66,59 +59,50 @@ fn start_cmd(port: u16, dir: &std::path::Path) -> String {
     )
 }
 
-#[test]
-fn lifecycle_runs_around_the_suites_and_restart_keeps_durable_data() {
+/// A sandbox with the suites `t.kv-restart` and `t.os`, a free port for the Redis component
+/// and an empty directory for its data.
+fn sandbox() -> (Sandbox, u16, PathBuf) {
     let sb = Sandbox::new();
-    let port = free_port();
     let data = sb.path().join("redis-data");
     std::fs::create_dir(&data).unwrap();
     sb.write("suites/kv.toml", KV_SUITE);
     sb.write(
         "suites/os.toml",
-        "[suite]\nid = \"t.os\"\ntitle = \"os\"\ncomponent = \"os\"\n\n[[case]]\nid = \"up\"\ntitle = \"up\"\nrun = \"true\"\n",
+        &suite_toml(
+            "t.os",
+            "os",
+            "os",
+            "[[case]]\nid = \"up\"\ntitle = \"up\"\nrun = \"true\"\n",
+        ),
     );
+    (sb, free_port(), data)
+}
+
+#[test]
+fn lifecycle_runs_around_the_suites_and_restart_keeps_durable_data() {
+    let (sb, port, data) = sandbox();
     sb.write("plan.toml", &plan(port, &data, &start_cmd(port, &data)));
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let r = sb.run_own_suites(&[]);
     let dir = sb.run_dir();
     let res = results(&dir);
-    let statuses = case_statuses(&res);
-    let get = |combo: &str, case: &str| {
-        statuses
-            .iter()
-            .find(|(c, k, _)| c == combo && k == case)
-            .map(|(_, _, s)| s.clone())
-            .unwrap_or_else(|| panic!("{combo} {case} missing in {statuses:?}"))
-    };
+    let status = |combo: &str, id: &str| case(&res, combo, id)["status"].clone();
     for step in ["install", "start", "ready", "stop"] {
         let log =
             std::fs::read_to_string(dir.join(format!("logs/local/cache/lifecycle/{step}.log")))
                 .unwrap_or_default();
         assert_eq!(
-            get("local/cache/lifecycle", step),
+            status("local/cache/lifecycle", step),
             "passed",
             "lifecycle {step}\n{log}\n{}",
             r.stdout
         );
     }
     // The restart case fails only on its last step (the absent key), after the value survived.
-    let case = res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "local/cache/t.kv-restart")
-        .unwrap()["cases"][0]
-        .clone();
-    assert_eq!(case["status"], "failed", "{case}");
-    let reason = case["reason"].as_str().unwrap();
+    let restart = &combination(&res, "local/cache/t.kv-restart")["cases"][0];
+    assert_eq!(restart["status"], "failed", "{restart}");
+    let reason = restart["reason"].as_str().unwrap();
     assert!(reason.starts_with("step 4 (kv.get)"), "{reason}");
-    assert_eq!(get("local/os/t.os", "up"), "passed");
+    assert_eq!(status("local/os/t.os", "up"), "passed");
     r.expect_code(1);
     // The lifecycle's stop ran: the server is gone.
     let pid: i32 = std::fs::read_to_string(data.join("redis.pid"))
@@ -138,46 +122,18 @@ fn lifecycle_runs_around_the_suites_and_restart_keeps_durable_data() {
 
 #[test]
 fn a_component_that_does_not_start_errors_its_cases_and_the_rest_finish() {
-    let sb = Sandbox::new();
-    let port = free_port();
-    let data = sb.path().join("redis-data");
-    std::fs::create_dir(&data).unwrap();
-    sb.write("suites/kv.toml", KV_SUITE);
-    sb.write(
-        "suites/os.toml",
-        "[suite]\nid = \"t.os\"\ntitle = \"os\"\ncomponent = \"os\"\n\n[[case]]\nid = \"up\"\ntitle = \"up\"\nrun = \"true\"\n",
-    );
+    let (sb, port, data) = sandbox();
     sb.write(
         "plan.toml",
         &plan(port, &data, "echo cannot start >&2; exit 7"),
     );
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let r = sb.run_own_suites(&[]);
     r.expect_code(3);
     let res = results(&sb.run_dir());
-    let combos = res["combinations"].as_array().unwrap();
-    let find = |id: &str| {
-        combos
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap_or_else(|| panic!("{id}"))
-    };
-    let lc = &find("local/cache/lifecycle")["cases"];
-    let start = lc
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "start")
-        .unwrap();
+    let start = case(&res, "local/cache/lifecycle", "start");
     assert_eq!(start["status"], "failed");
     assert!(start["stderr"].as_str().unwrap().contains("cannot start"));
-    let kv = &find("local/cache/t.kv-restart")["cases"][0];
+    let kv = &combination(&res, "local/cache/t.kv-restart")["cases"][0];
     assert_eq!(kv["status"], "error");
     assert!(
         kv["reason"]
@@ -186,5 +142,8 @@ fn a_component_that_does_not_start_errors_its_cases_and_the_rest_finish() {
             .contains("lifecycle `start` failed"),
         "{kv}"
     );
-    assert_eq!(find("local/os/t.os")["cases"][0]["status"], "passed");
+    assert_eq!(
+        combination(&res, "local/os/t.os")["cases"][0]["status"],
+        "passed"
+    );
 }

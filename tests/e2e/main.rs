@@ -9,6 +9,10 @@
 
 mod util;
 
+/// Private servers, shared with the adapters' tests.
+#[path = "../support/servers.rs"]
+mod servers;
+
 mod bundle;
 mod certification;
 mod chromium;

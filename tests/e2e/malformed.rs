@@ -181,7 +181,7 @@ fn run_with_a_malformed_plan_exits_2_and_creates_no_run() {
     );
     let r = sb.run(&["run", "--plan", "plan.toml"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("plan.toml:4:"), "{}", r.stderr);
+    r.expect_in_stderr("plan.toml:4:");
     assert!(
         !sb.path().join("adaptest-runs").exists(),
         "a refused plan must not create a run directory"
@@ -195,10 +195,6 @@ fn valid_files_validate_cleanly() {
     let p = sb.write("plan.toml", &crate::util::local_plan(&["t.good", "os.*"]));
     let r = sb.run(&["validate", s.to_str().unwrap(), p.to_str().unwrap()]);
     r.expect_code(0);
-    assert!(r.stdout.contains("suite t.good (1 cases)"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("plan with 2 combination(s)"),
-        "{}",
-        r.stdout
-    );
+    r.expect_in_stdout("suite t.good (1 cases)");
+    r.expect_in_stdout("plan with 2 combination(s)");
 }

@@ -3,170 +3,29 @@
 //! port nobody listens on and a Redis killed mid-suite give clear failures with their cause,
 //! never a hang, and the rest of the run finishes.
 
-use crate::util::{Sandbox, case_statuses, results};
-use serde_json::Value;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use crate::servers::{nginx, redis};
+use crate::util::{
+    Run, Sandbox, case, case_statuses, combination_ids, free_port, listening, reason, results,
+    toml_list, wait_for,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn listening(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-/// A server this test started; killed by PID when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(name: &str, port: u16, log: &Path, cmd: &mut Command) -> Server {
-        let out = std::fs::File::create(log).unwrap();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let mut s = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !listening(port) {
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!(
-                    "{name} exited with {st}: {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "{name} did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn redis(dir: &Path, password: Option<&str>) -> Server {
-    let port = free_port();
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(dir);
-    if let Some(pw) = password {
-        cmd.args(["--requirepass", pw]);
-    }
-    Server::start(
-        "redis-server",
-        port,
-        &dir.join(format!("redis-{port}.log")),
-        &mut cmd,
-    )
-}
-
-/// The adaptest test docroot, as `scripts/services.sh` writes it (see suites/mw/http.toml).
-fn write_docroot(root: &Path) {
-    std::fs::create_dir_all(root).unwrap();
-    std::fs::write(
-        root.join("index.html"),
-        "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head><meta charset=\"utf-8\"><title>adaptest</title></head>\n<body><p>adaptest docroot — 适配测试</p></body>\n</html>\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("中文.txt"), "中文文件名 ok\n").unwrap();
-    const A: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let big: Vec<u8> = (0..5 << 20).map(|i| A[i % A.len()]).collect();
-    std::fs::write(root.join("big.bin"), big).unwrap();
-}
-
-/// One nginx process (no master, no daemon) serving the test docroot.
-fn nginx(dir: &Path) -> Server {
-    let port = free_port();
-    let root = dir.join("www");
-    write_docroot(&root);
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nerror_log {d}/nginx-error.log;\npid {d}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n  access_log off;\n\
-         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n",
-        root = root.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(dir).arg("-c").arg(dir.join("nginx.conf"));
-    Server::start("nginx", port, &dir.join("nginx.log"), &mut cmd)
-}
-
 fn plan(components: &str, ids: &[&str], suites: &[&str]) -> String {
-    let q = |v: &[&str]| {
-        v.iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     format!(
         "[product]\nname = \"middleware\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n\
          [[target]]\nid = \"local\"\nkind = \"local\"\n\n{components}\n\
          [[matrix]]\ntargets = [\"local\"]\ncomponents = [{}]\nsuites = [{}]\n",
-        q(ids),
-        q(suites)
+        toml_list(ids),
+        toml_list(suites)
     )
-}
-
-fn case<'a>(res: &'a Value, combo: &str, id: &str) -> &'a Value {
-    res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == combo)
-        .unwrap_or_else(|| panic!("no combination {combo}"))["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no case {combo}/{id}"))
-}
-
-fn reason(c: &Value) -> String {
-    c["reason"].as_str().unwrap_or("").to_string()
 }
 
 #[test]
 fn builtin_middleware_suites_pass_against_real_servers() {
     let sb = Sandbox::new();
-    let web = nginx(&sb.path().join("nginx"));
+    let web = nginx(&sb.path().join("nginx"), false);
     let components = format!(
         "[[component]]\nid = \"redis\"\nkind = \"redis\"\n\n\
          [[component]]\nid = \"rabbitmq\"\nkind = \"amqp\"\n\n\
@@ -189,12 +48,7 @@ fn builtin_middleware_suites_pass_against_real_servers() {
     assert!(started.elapsed() < Duration::from_secs(120));
     let res = results(&sb.run_dir());
     let statuses = case_statuses(&res);
-    let combos: Vec<&str> = res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
+    let combos = combination_ids(&res);
     for want in [
         "local/redis/mw.kv",
         "local/rabbitmq/mw.queue",
@@ -262,21 +116,20 @@ fn wrong_password_and_closed_port_fail_with_the_cause_and_the_rest_runs() {
         ),
     );
     let started = Instant::now();
-    let out = sb
-        .cmd(&["run", "--plan", "plan.toml"])
-        .env("ADAPTEST_E2E_REDIS_PASSWORD", "a-wrong-one")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = Run::from(
+        sb.cmd(&["run", "--plan", "plan.toml"])
+            .env("ADAPTEST_E2E_REDIS_PASSWORD", "a-wrong-one")
+            .output()
+            .unwrap(),
+    );
     assert!(
         started.elapsed() < Duration::from_secs(120),
         "the run took {:?}",
         started.elapsed()
     );
-    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
-        !stdout.contains("a-wrong-one") && !stderr.contains("a-wrong-one"),
+        !out.stdout.contains("a-wrong-one") && !out.stderr.contains("a-wrong-one"),
         "the password leaked"
     );
     let dir = sb.run_dir();
@@ -334,26 +187,19 @@ fn a_redis_killed_mid_suite_fails_the_remaining_cases_with_the_cause() {
         .spawn()
         .unwrap();
     // Kill the server once three kv cases have finished (the fourth, `ttl`, sleeps 600 ms).
-    let journal = || -> Option<PathBuf> {
-        let base = sb.path().join("adaptest-runs");
-        let d = std::fs::read_dir(base).ok()?.next()?.ok()?.path();
-        Some(d.join("journal.jsonl"))
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = journal()
-            .and_then(|j| std::fs::read_to_string(j).ok())
-            .map_or(0, |t| {
-                t.lines()
-                    .filter(|l| l.contains("local/victim/mw.kv"))
-                    .count()
-            });
-        if done >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the kv cases did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        "the kv cases did not start",
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || {
+            let journal = sb.journal_so_far();
+            let done = journal
+                .lines()
+                .filter(|l| l.contains("local/victim/mw.kv"))
+                .count();
+            (done >= 3).then_some(())
+        },
+    );
     victim.kill();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

@@ -3,11 +3,12 @@
 //! (dylib), aborts or hangs (exec) errors only its own cases, with the cause, and the run
 //! completes; a plugin built for another ABI or protocol version is refused with both named.
 
-use crate::util::{Sandbox, bin, free_port, results, workspace};
-use serde_json::Value;
-use std::net::TcpStream;
+use crate::servers::Server;
+use crate::util::{
+    Sandbox, bin, case, combination, free_port, reason, results, suite_toml, workspace,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -41,89 +42,38 @@ fn artefacts() -> &'static Path {
     })
 }
 
-/// A memcached this test started on a free loopback port; killed by PID when dropped.
-struct Memcached {
-    child: Child,
-    port: u16,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let port = free_port();
-        let mut cmd = Command::new("memcached");
-        cmd.args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-t",
-            "2",
-            "-m",
-            "32",
-        ]);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            cmd.args(["-u", "root"]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached is installed (scripts/install-deps.sh installs it)");
-        let mut m = Memcached { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(st)) = m.child.try_wait() {
-                panic!("memcached exited with {st}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "memcached did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        m
+/// A memcached this test started on a free loopback port (its log in `dir`); killed by PID when
+/// dropped.
+fn memcached(dir: &Path) -> Server {
+    let port = free_port();
+    let mut cmd = Command::new("memcached");
+    cmd.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-t",
+        "2",
+        "-m",
+        "32",
+    ]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "root"]);
     }
-
-    fn version() -> String {
-        let out = Command::new("memcached").arg("-V").output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .trim_start_matches("memcached ")
-            .to_string()
-    }
+    // (scripts/install-deps.sh installs memcached)
+    Server::start("memcached", port, &dir.join("memcached.log"), &mut cmd)
 }
 
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn combo<'a>(res: &'a Value, id: &str) -> &'a Value {
-    res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no combination {id} in {}", res["combinations"]))
-}
-
-fn case<'a>(res: &'a Value, combination: &str, id: &str) -> &'a Value {
-    combo(res, combination)["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["id"] == id)
-        .unwrap_or_else(|| panic!("no case {id} in {combination}"))
-}
-
-fn reason(c: &Value) -> &str {
-    c["reason"].as_str().unwrap_or_default()
+/// The version of this machine's memcached.
+fn memcached_version() -> String {
+    let out = Command::new("memcached").arg("-V").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("memcached ")
+        .to_string()
 }
 
 const HEAD: &str = "[product]\nname = \"p\"\nversion = \"1\"\nvendor = \"v\"\n\n[[target]]\nid = \"local\"\nkind = \"local\"\n\n";
@@ -131,8 +81,8 @@ const HEAD: &str = "[product]\nname = \"p\"\nversion = \"1\"\nvendor = \"v\"\n\n
 #[test]
 fn the_memcached_plugin_passes_its_suite_as_dylib_and_as_exec() {
     let dir = artefacts();
-    let mc = Memcached::start();
     let sb = Sandbox::new();
+    let mc = memcached(sb.path());
     sb.write(
         "plan.toml",
         &format!(
@@ -158,7 +108,7 @@ fn the_memcached_plugin_passes_its_suite_as_dylib_and_as_exec() {
     let res = results(&sb.run_dir());
     for comp in ["mc-dylib", "mc-exec"] {
         let id = format!("local/{comp}/mw.kv-memcached");
-        let cases = combo(&res, &id)["cases"].as_array().unwrap();
+        let cases = combination(&res, &id)["cases"].as_array().unwrap();
         assert_eq!(cases.len(), 11);
         for k in cases {
             let want = if k["id"] == "sql-is-not-offered" {
@@ -183,7 +133,7 @@ fn the_memcached_plugin_passes_its_suite_as_dylib_and_as_exec() {
         assert_eq!(ops["value"], 4000.0);
         // A suite for a capability the plugin does not describe pairs at plan time, then is
         // skipped whole, with the reason.
-        let pubsub = combo(&res, &format!("local/{comp}/mw.pubsub"))["cases"]
+        let pubsub = combination(&res, &format!("local/{comp}/mw.pubsub"))["cases"]
             .as_array()
             .unwrap();
         assert!(!pubsub.is_empty());
@@ -201,7 +151,7 @@ fn the_memcached_plugin_passes_its_suite_as_dylib_and_as_exec() {
             .as_str()
             .unwrap_or_default();
         assert!(
-            version.contains(&Memcached::version()) && version.contains("plugin memcached"),
+            version.contains(&memcached_version()) && version.contains("plugin memcached"),
             "the server's version as the plugin reported it: {version:?}"
         );
     }
@@ -209,19 +159,13 @@ fn the_memcached_plugin_passes_its_suite_as_dylib_and_as_exec() {
 
 /// Processes whose command line mentions `needle` (this test's own copies of plugins).
 fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
-            && String::from_utf8_lossy(&cmd).contains(needle)
-            && crate::util::alive(pid)
-        {
-            out.push(pid);
-        }
-    }
-    out
+    crate::util::pids()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(needle))
+                && crate::util::alive(*pid)
+        })
+        .collect()
 }
 
 #[test]
@@ -241,9 +185,7 @@ fn faulty_plugins_error_their_own_cases_with_the_cause_and_the_run_completes() {
             "[[case]]\nid = \"{id}\"\ntitle = \"{id}\"\nsteps = [{{ op = \"{op}\", message = \"bye\" }}]\n\n"
         )
     };
-    let head = |id: &str| {
-        format!("[suite]\nid = \"{id}\"\ntitle = \"faults\"\ncomponent = \"plugin\"\n\n")
-    };
+    let head = |id: &str| suite_toml(id, "faults", "plugin", "");
     sb.write(
         "suites/panic.toml",
         &format!(
@@ -268,7 +210,7 @@ fn faulty_plugins_error_their_own_cases_with_the_cause_and_the_run_completes() {
     );
     sb.write(
         "suites/after.toml",
-        "[suite]\nid = \"t.after\"\ntitle = \"after\"\ncomponent = \"os\"\n\n[[case]]\nid = \"still-running\"\ntitle = \"x\"\nrun = \"echo fine\"\nexpect = { stdout = \"fine\" }\n",
+        &suite_toml("t.after", "after", "os", "[[case]]\nid = \"still-running\"\ntitle = \"x\"\nrun = \"echo fine\"\nexpect = { stdout = \"fine\" }\n"),
     );
     let so = dir.join("libfaulty_plugin.so");
     sb.write(
@@ -285,14 +227,7 @@ fn faulty_plugins_error_their_own_cases_with_the_cause_and_the_run_completes() {
         .replace("exec:faulty-plugin", &format!("exec:{}", exe.display())),
     );
     let started = Instant::now();
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let r = sb.run_own_suites(&[]);
     r.expect_code(3); // errored cases: infrastructure, not the product
     assert!(
         started.elapsed() < Duration::from_secs(60),
@@ -314,7 +249,7 @@ fn faulty_plugins_error_their_own_cases_with_the_cause_and_the_run_completes() {
         "passed",
         "the library goes on serving"
     );
-    for k in combo(&res, "local/dy-open/t.faults-panic")["cases"]
+    for k in combination(&res, "local/dy-open/t.faults-panic")["cases"]
         .as_array()
         .unwrap()
     {
@@ -373,7 +308,7 @@ fn abi_and_protocol_version_mismatches_are_refused_naming_both_versions() {
     assert!(cc.success());
     sb.write(
         "suites/s.toml",
-        "[suite]\nid = \"t.any\"\ntitle = \"any\"\ncomponent = \"kv\"\n\n[[case]]\nid = \"set\"\ntitle = \"set\"\nsteps = [{ op = \"kv.set\", key = \"k\", value = \"v\" }]\n\n[[case]]\nid = \"get\"\ntitle = \"get\"\nsteps = [{ op = \"kv.get\", key = \"k\", expect = \"v\" }]\n",
+        &suite_toml("t.any", "any", "kv", "[[case]]\nid = \"set\"\ntitle = \"set\"\nsteps = [{ op = \"kv.set\", key = \"k\", value = \"v\" }]\n\n[[case]]\nid = \"get\"\ntitle = \"get\"\nsteps = [{ op = \"kv.get\", key = \"k\", expect = \"v\" }]\n"),
     );
     sb.write(
         "plan.toml",
@@ -387,19 +322,10 @@ fn abi_and_protocol_version_mismatches_are_refused_naming_both_versions() {
             py = fixtures.join("echo_plugin.py").display(),
         ),
     );
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--jobs",
-        "1",
-    ]);
+    let r = sb.run_own_suites(&["--jobs", "1"]);
     r.expect_code(3);
     let res = results(&sb.run_dir());
-    for k in combo(&res, "local/abi99/t.any")["cases"]
+    for k in combination(&res, "local/abi99/t.any")["cases"]
         .as_array()
         .unwrap()
     {
@@ -410,7 +336,7 @@ fn abi_and_protocol_version_mismatches_are_refused_naming_both_versions() {
             "{why}"
         );
     }
-    for k in combo(&res, "local/proto2/t.any")["cases"]
+    for k in combination(&res, "local/proto2/t.any")["cases"]
         .as_array()
         .unwrap()
     {
@@ -422,7 +348,10 @@ fn abi_and_protocol_version_mismatches_are_refused_naming_both_versions() {
         );
     }
     // The same protocol in plain Python, without the SDK, is a working plugin.
-    for k in combo(&res, "local/py/t.any")["cases"].as_array().unwrap() {
+    for k in combination(&res, "local/py/t.any")["cases"]
+        .as_array()
+        .unwrap()
+    {
         assert_eq!(k["status"], "passed", "{k}");
     }
 

@@ -7,7 +7,9 @@
 //! A missing image fails these tests with the command that builds it (they never build one:
 //! that takes minutes). At most two guests run at once (two file-lock slots), 512 MiB each.
 
-use crate::util::{Sandbox, alive, case_statuses, results};
+use crate::util::{
+    Sandbox, alive, assert_mandatory_pass, case_statuses, env_of, results, suite_toml, wait_for,
+};
 use serde_json::Value;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -65,6 +67,11 @@ impl GuestSlot {
     }
 }
 
+/// A `[[matrix]]` of `suite` for the OS of the target `vm`.
+fn os_matrix(suite: &str) -> String {
+    format!("[[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"{suite}\"]\n")
+}
+
 /// A plan with one `qemu-system` target `vm` (plus `extra` TOML appended).
 fn vm_plan(arch: &str, image: &Path, target_extra: &str, extra: &str) -> String {
     format!(
@@ -73,29 +80,6 @@ fn vm_plan(arch: &str, image: &Path, target_extra: &str, extra: &str) -> String 
          memory_mb = 512\n{target_extra}\n{extra}",
         image.display()
     )
-}
-
-fn env_of(run_dir: &Path, target: &str) -> Value {
-    let text = std::fs::read_to_string(run_dir.join("env").join(format!("{target}.json")))
-        .unwrap_or_else(|e| panic!("env/{target}.json: {e}"));
-    serde_json::from_str(&text).expect("env json")
-}
-
-/// Every mandatory case that did not pass (or was not skipped), for assertion messages.
-fn mandatory_not_passed(res: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in res["combinations"].as_array().unwrap() {
-        for k in c["cases"].as_array().unwrap() {
-            let status = k["status"].as_str().unwrap_or("");
-            if k["level"] == "mandatory" && status != "passed" && status != "skipped" {
-                out.push(format!(
-                    "{}/{}: {status}: {}",
-                    c["id"], k["id"], k["reason"]
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// The throughput a bench case measured, for the log.
@@ -167,11 +151,7 @@ fn an_aarch64_guest_passes_os_basic_and_serves_redis_to_mw_kv() {
         bench_line(&res, "vm/redis/mw.kv", "set-throughput"),
         bench_line(&res, "vm/redis/mw.kv", "get-throughput"),
     );
-    assert!(
-        mandatory_not_passed(&res).is_empty(),
-        "{:?}",
-        mandatory_not_passed(&res)
-    );
+    assert_mandatory_pass(&res, "");
     let statuses = case_statuses(&res);
     let passed = |combo: &str| {
         statuses
@@ -204,22 +184,13 @@ fn an_x86_64_guest_passes_os_basic() {
     let sb = Sandbox::new();
     sb.write(
         "plan.toml",
-        &vm_plan(
-            "x86_64",
-            &img,
-            "",
-            "[[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"os.basic\"]\n",
-        ),
+        &vm_plan("x86_64", &img, "", &os_matrix("os.basic")),
     );
     let r = sb.run(&["run", "--plan", "plan.toml"]);
     let run_dir = sb.run_dir();
     let res = results(&run_dir);
     r.expect_code(0);
-    assert!(
-        mandatory_not_passed(&res).is_empty(),
-        "{:?}",
-        mandatory_not_passed(&res)
-    );
+    assert_mandatory_pass(&res, "");
     let env = env_of(&run_dir, "vm");
     assert_eq!(env["arch"], "x86_64", "{env}");
     // This host's /dev/kvm cannot boot Linux (nested): the probe falls back to TCG, and says so.
@@ -232,20 +203,19 @@ fn an_x86_64_guest_passes_os_basic() {
 fn a_second_run_restores_the_saved_guest_instead_of_booting() {
     let img = image(X86_IMAGE);
     let _slot = GuestSlot::take();
-    let suite = "[suite]\nid = \"t.tiny\"\ntitle = \"tiny\"\ncomponent = \"os\"\n\n\
-                 [[case]]\nid = \"uname\"\ntitle = \"uname\"\nrun = \"uname -m; date +%s\"\n";
+    let suite = suite_toml(
+        "t.tiny",
+        "tiny",
+        "os",
+        "[[case]]\nid = \"uname\"\ntitle = \"uname\"\nrun = \"uname -m; date +%s\"\n",
+    );
     let mut envs = Vec::new();
     for _ in 0..2 {
         let sb = Sandbox::new();
-        sb.write("suites/t.toml", suite);
+        sb.write("suites/t.toml", &suite);
         sb.write(
             "plan.toml",
-            &vm_plan(
-                "x86_64",
-                &img,
-                "",
-                "[[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"t.tiny\"]\n",
-            ),
+            &vm_plan("x86_64", &img, "", &os_matrix("t.tiny")),
         );
         sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"])
             .expect_code(0);
@@ -284,8 +254,7 @@ fn a_guest_killed_mid_suite_errors_its_cases_and_the_local_target_finishes() {
     let img = image(X86_IMAGE);
     let _slot = GuestSlot::take();
     let sb = Sandbox::new();
-    let mut suite =
-        String::from("[suite]\nid = \"t.slow\"\ntitle = \"slow\"\ncomponent = \"os\"\n");
+    let mut suite = suite_toml("t.slow", "slow", "os", "");
     for i in 0..12 {
         suite.push_str(&format!(
             "\n[[case]]\nid = \"step-{i:02}\"\ntitle = \"step {i}\"\nrun = \"sleep 1; echo ok\"\n"
@@ -303,45 +272,30 @@ fn a_guest_killed_mid_suite_errors_its_cases_and_the_local_target_finishes() {
         ),
     );
     let mut child = sb
-        .cmd(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--format",
-            "json",
-        ])
+        .own_suites_cmd(&["--format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn adaptest");
     // Wait for the guest to have finished two cases, then kill its QEMU by PID.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let (pid, run_dir) = loop {
-        assert!(Instant::now() < deadline, "the guest never got going");
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("adaptest exited before the guest was killed: {st}");
-        }
-        let runs = sb.path().join("adaptest-runs");
-        let dir = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path());
-        if let Some(dir) = dir {
+    let (pid, run_dir) = wait_for(
+        "the guest never got going",
+        Duration::from_secs(600),
+        Duration::from_millis(100),
+        || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("adaptest exited before the guest was killed: {st}");
+            }
+            let dir = sb.run_in_progress()?;
             let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
             let done = journal
                 .lines()
                 .filter(|l| l.contains("vm/os/t.slow"))
                 .count();
-            let pid = std::fs::read_to_string(dir.join("targets/vm/qemu.pid")).ok();
-            if let (true, Some(pid)) = (done >= 2, pid) {
-                break (pid.trim().parse::<i32>().expect("pid"), dir);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            let pid = std::fs::read_to_string(dir.join("targets/vm/qemu.pid")).ok()?;
+            (done >= 2).then(|| (pid.trim().parse::<i32>().expect("pid"), dir))
+        },
+    );
     assert!(alive(pid));
     // SAFETY: kill(2) on the QEMU process the run under test started (its pidfile).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -390,7 +344,7 @@ fn a_boot_that_fails_reports_the_console_tail() {
             "x86_64",
             &img,
             "append = \"adaptest.root=/dev/adaptest-no-such-disk\"\nboot_timeout = \"120s\"\n",
-            "[[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"os.basic\"]\n",
+            &os_matrix("os.basic"),
         ),
     );
     sb.run(&["run", "--plan", "plan.toml"]).expect_code(3);
@@ -431,11 +385,7 @@ fn qemu_system_targets_are_validated_field_by_field() {
         "target[2].accel",
         "unknown accel `hvf`",
     ] {
-        assert!(
-            r.stderr.contains(needle),
-            "missing {needle:?} in:\n{}",
-            r.stderr
-        );
+        r.expect_in_stderr(needle);
     }
 }
 
@@ -448,7 +398,7 @@ fn a_missing_image_errors_the_cases_with_the_build_command() {
             "aarch64",
             Path::new("adaptest-no-such-image"),
             "",
-            "[[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"os.basic\"]\n",
+            &os_matrix("os.basic"),
         ),
     );
     sb.run(&["run", "--plan", "plan.toml"]).expect_code(3);
@@ -509,7 +459,7 @@ fn a_9p_root_boots_cold_and_keeps_the_image_unchanged() {
             "x86_64",
             &img,
             "append = \"adaptest.root=9p\"\n",
-            "[[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"t.ninep\"]\n",
+            &os_matrix("t.ninep"),
         ),
     );
     sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"])

@@ -3,7 +3,7 @@
 //! `os.basic` and the environment come from inside the emulated root, and servers started there
 //! (Redis) serve on the host's loopback.
 
-use crate::util::{Sandbox, case_statuses, free_port, payload, results};
+use crate::util::{Run, Sandbox, assert_mandatory_pass, case, env_of, free_port, payload, results};
 use std::path::{Path, PathBuf};
 
 /// Kills the Redis a test started inside a root (by the pid in its pid file), even when the
@@ -50,45 +50,6 @@ stop = "redis-cli -p {port} shutdown nosave || true"
     )
 }
 
-fn env_of(dir: &Path, target: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(format!("env/{target}.json"))).expect("env json");
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Every mandatory case of the combinations whose id starts with `prefix` passed (or was
-/// skipped: its requirements are not met there).
-fn assert_mandatory_pass(res: &serde_json::Value, prefix: &str) {
-    let mut seen = 0;
-    for c in res["combinations"].as_array().unwrap() {
-        if !c["id"].as_str().unwrap().starts_with(prefix) {
-            continue;
-        }
-        for k in c["cases"].as_array().unwrap() {
-            seen += 1;
-            if k["level"] == "mandatory" {
-                assert!(
-                    matches!(k["status"].as_str(), Some("passed" | "skipped")),
-                    "{} {} {}: {}\n{}",
-                    c["id"],
-                    k["id"],
-                    k["status"],
-                    k["reason"],
-                    k["stdout"]
-                );
-            }
-        }
-    }
-    assert!(seen > 0, "no cases under {prefix}");
-}
-
-fn status_of(res: &serde_json::Value, combo: &str, case: &str) -> String {
-    case_statuses(res)
-        .into_iter()
-        .find(|(c, k, _)| c == combo && k == case)
-        .map(|(_, _, s)| s)
-        .unwrap_or_else(|| panic!("{combo} {case} not in results"))
-}
-
 #[test]
 fn arm64_rootfs_passes_os_basic_and_its_redis_serves_the_kv_suite() {
     let rootfs = payload("aarch64");
@@ -133,10 +94,10 @@ fn arm64_rootfs_passes_os_basic_and_its_redis_serves_the_kv_suite() {
     );
     let res = results(&dir);
     assert_mandatory_pass(&res, "arm64/os/os.basic");
-    assert_eq!(status_of(&res, "arm64/os/os.basic", "arch"), "passed");
+    assert_eq!(case(&res, "arm64/os/os.basic", "arch")["status"], "passed");
     assert_mandatory_pass(&res, "arm64/redis/mw.kv");
     assert_eq!(
-        status_of(&res, "arm64/redis/t.redis-arch", "info"),
+        case(&res, "arm64/redis/t.redis-arch", "info")["status"],
         "passed"
     );
     // The mounts the target made inside the rootfs are gone again.
@@ -194,9 +155,12 @@ fn loongarch64_sysroot_reports_loongarch_and_runs_sqlite_and_redis() {
     let res = results(&dir);
     assert_mandatory_pass(&res, "la64/os/t.la64");
     assert_mandatory_pass(&res, "la64/os/os.basic");
-    assert_eq!(status_of(&res, "la64/os/os.basic", "arch"), "passed");
+    assert_eq!(case(&res, "la64/os/os.basic", "arch")["status"], "passed");
     assert_mandatory_pass(&res, "la64/redis/mw.kv");
-    assert_eq!(status_of(&res, "la64/redis/t.la64-redis", "info"), "passed");
+    assert_eq!(
+        case(&res, "la64/redis/t.la64-redis", "info")["status"],
+        "passed"
+    );
 }
 
 /// Without binfmt (forced here), the host's shell runs the command and the root's programs run
@@ -221,23 +185,11 @@ fn host_shell_mode_runs_the_roots_programs_and_says_so() {
         ),
     );
     let out = sb
-        .cmd(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--no-builtin",
-        ])
+        .own_suites_cmd(&[])
         .env("ADAPTEST_QEMU_USER_MODE", "host-shell")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    Run::from(out).expect_code(0);
     let dir = sb.run_dir();
     let env = env_of(&dir, "la64");
     assert_eq!(env["arch"], "loongarch64", "{env:#}");
@@ -263,14 +215,13 @@ fn qemu_user_fields_are_validated() {
     );
     let run = sb.run(&["validate", "plan.toml"]);
     run.expect_code(2);
-    let all = format!("{}{}", run.stdout, run.stderr);
     for needle in [
         "target[0].arch",
         "target[0].rootfs",
         "/nonexistent/adaptest-rootfs",
         "target[0].host",
     ] {
-        assert!(all.contains(needle), "{needle} missing in:\n{all}");
+        run.expect_in_output(needle);
     }
 }
 
@@ -294,7 +245,7 @@ fn loongarch64_sqlite3_passes_db_sql_core_through_the_cli_adapter() {
     let res = results(&sb.run_dir());
     assert_mandatory_pass(&res, "la64/sqlite-la64/db.sql-core");
     assert_eq!(
-        status_of(&res, "la64/sqlite-la64/db.sql-core", "chinese"),
+        case(&res, "la64/sqlite-la64/db.sql-core", "chinese")["status"],
         "passed"
     );
 }

@@ -1,6 +1,8 @@
 //! Scheduling: timeouts kill whole process trees, retries, fail-fast, skips, parallel combinations.
 
-use crate::util::{Sandbox, alive, case_statuses, local_plan, results};
+use crate::util::{
+    Sandbox, alive, case_statuses, combination_ids, local_plan, results, suite_toml,
+};
 
 #[test]
 fn a_timeout_kills_the_whole_process_tree() {
@@ -9,13 +11,12 @@ fn a_timeout_kills_the_whole_process_tree() {
     std::fs::create_dir(&pids).unwrap();
     sb.write(
         "suites/t.toml",
-        &format!(
-            r#"[suite]
-id = "t.orphans"
-title = "orphans"
-component = "os"
-
-[[case]]
+        &suite_toml(
+            "t.orphans",
+            "orphans",
+            "os",
+            &format!(
+                r#"[[case]]
 id = "grandchild"
 title = "a command that leaves a sleeping grandchild"
 timeout = "1s"
@@ -28,19 +29,13 @@ echo $! > {p}/setsid
 sleep 303
 '''
 "#,
-            p = pids.display()
+                p = pids.display()
+            ),
         ),
     );
     sb.write("plan.toml", &local_plan(&["t.orphans"]));
     let started = std::time::Instant::now();
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let r = sb.run_own_suites(&[]);
     r.expect_code(1);
     assert!(
         started.elapsed().as_secs() < 30,
@@ -70,13 +65,12 @@ fn retries_mark_flaky_and_failures_are_reported_with_the_reason() {
     let marker = sb.path().join("marker");
     sb.write(
         "suites/t.toml",
-        &format!(
-            r#"[suite]
-id = "t.mixed"
-title = "mixed"
-component = "os"
-
-[[case]]
+        &suite_toml(
+            "t.mixed",
+            "mixed",
+            "os",
+            &format!(
+                r#"[[case]]
 id = "flaky"
 title = "fails once, then passes"
 retries = 2
@@ -115,18 +109,12 @@ env = {{ GREETING = "hello" }}
 run = 'test "$PWD" = "$ADAPTEST_WORKDIR" && echo "$GREETING $ADAPTEST_TARGET $(cat)"'
 expect = {{ stdout = "hello local 输入" }}
 "#,
-            m = marker.display()
+                m = marker.display()
+            ),
         ),
     );
     sb.write("plan.toml", &local_plan(&["t.mixed"]));
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let r = sb.run_own_suites(&[]);
     r.expect_code(1);
     let res = results(&sb.run_dir());
     let got: Vec<(String, String)> = case_statuses(&res)
@@ -172,24 +160,16 @@ fn only_optional_failures_exit_0() {
     let sb = Sandbox::new();
     sb.write(
         "suites/t.toml",
-        "[suite]\nid = \"t.opt\"\ntitle = \"o\"\ncomponent = \"os\"\n\n[[case]]\nid = \"a\"\ntitle = \"a\"\nlevel = \"optional\"\nrun = \"exit 1\"\n\n[[case]]\nid = \"b\"\ntitle = \"b\"\nrun = \"true\"\n",
+        &suite_toml("t.opt", "o", "os", "[[case]]\nid = \"a\"\ntitle = \"a\"\nlevel = \"optional\"\nrun = \"exit 1\"\n\n[[case]]\nid = \"b\"\ntitle = \"b\"\nrun = \"true\"\n"),
     );
     sb.write("plan.toml", &local_plan(&["t.opt"]));
-    sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ])
-    .expect_code(0);
+    sb.run_own_suites(&[]).expect_code(0);
 }
 
 #[test]
 fn fail_fast_stops_scheduling_and_marks_the_rest_not_run() {
     let sb = Sandbox::new();
-    let mut suite = String::from("[suite]\nid = \"t.ff\"\ntitle = \"ff\"\ncomponent = \"os\"\n");
+    let mut suite = suite_toml("t.ff", "ff", "os", "");
     suite.push_str("\n[[case]]\nid = \"c0\"\ntitle = \"fails\"\nrun = \"exit 1\"\n");
     for i in 1..10 {
         suite.push_str(&format!(
@@ -198,15 +178,7 @@ fn fail_fast_stops_scheduling_and_marks_the_rest_not_run() {
     }
     sb.write("suites/t.toml", &suite);
     sb.write("plan.toml", &local_plan(&["t.ff"]));
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--fail-fast",
-    ]);
+    let r = sb.run_own_suites(&["--fail-fast"]);
     r.expect_code(1);
     let res = results(&sb.run_dir());
     assert_eq!(res["run"]["completion"], "fail_fast");
@@ -220,36 +192,21 @@ fn combinations_run_in_parallel_within_target_slots() {
     for i in 0..4 {
         sb.write(
             &format!("suites/s{i}.toml"),
-            &format!("[suite]\nid = \"t.sleep{i}\"\ntitle = \"s\"\ncomponent = \"os\"\n\n[[case]]\nid = \"nap\"\ntitle = \"nap\"\nrun = \"sleep 1\"\n"),
+            &suite_toml(
+                &format!("t.sleep{i}"),
+                "s",
+                "os",
+                "[[case]]\nid = \"nap\"\ntitle = \"nap\"\nrun = \"sleep 1\"\n",
+            ),
         );
     }
     sb.write("plan.toml", &local_plan(&["t.sleep*"]));
     let t = std::time::Instant::now();
-    sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--jobs",
-        "4",
-    ])
-    .expect_code(0);
+    sb.run_own_suites(&["--jobs", "4"]).expect_code(0);
     let parallel = t.elapsed();
     std::fs::remove_dir_all(sb.path().join("adaptest-runs")).unwrap();
     let t = std::time::Instant::now();
-    sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--jobs",
-        "1",
-    ])
-    .expect_code(0);
+    sb.run_own_suites(&["--jobs", "1"]).expect_code(0);
     let serial = t.elapsed();
     // Four 1 s naps: about 1 s with 4 slots, at least 4 s with 1 slot.
     assert!(serial.as_secs_f64() >= 4.0, "serial run took {serial:?}");
@@ -265,44 +222,37 @@ fn plan_show_is_deterministic_and_honours_exclude() {
     for id in ["b.two", "a.one", "c.three"] {
         sb.write(
             &format!("suites/{id}.toml"),
-            &format!("[suite]\nid = \"{id}\"\ntitle = \"x\"\ncomponent = \"os\"\n\n[[case]]\nid = \"k\"\ntitle = \"k\"\nrun = \"true\"\n"),
+            &suite_toml(
+                id,
+                "x",
+                "os",
+                "[[case]]\nid = \"k\"\ntitle = \"k\"\nrun = \"true\"\n",
+            ),
         );
     }
     sb.write(
         "plan.toml",
         "[[target]]\nid = \"h1\"\nkind = \"local\"\n\n[[target]]\nid = \"h2\"\nkind = \"local\"\n\n[[matrix]]\ntargets = [\"h2\", \"h1\"]\ncomponents = [\"os\"]\nsuites = [\"*\"]\nexclude = [{ target = \"h1\", suite = \"c.*\" }]\n",
     );
-    let a = sb.run(&[
-        "plan",
-        "show",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--format",
-        "json",
-    ]);
+    let show = || {
+        sb.run(&[
+            "plan",
+            "show",
+            "plan.toml",
+            "--suites",
+            "suites",
+            "--no-builtin",
+            "--format",
+            "json",
+        ])
+    };
+    let a = show();
     a.expect_code(0);
-    let b = sb.run(&[
-        "plan",
-        "show",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--format",
-        "json",
-    ]);
+    let b = show();
     assert_eq!(a.stdout, b.stdout);
     let doc: serde_json::Value = serde_json::from_str(&a.stdout).unwrap();
-    let ids: Vec<&str> = doc["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        ids,
+        combination_ids(&doc),
         [
             "h2/os/a.one",
             "h2/os/b.two",

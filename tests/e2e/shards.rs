@@ -2,15 +2,13 @@
 //! case ids, outcomes and verdicts as the same plan run whole; merge refuses directories that
 //! are not all the shards of one plan.
 
-use crate::util::{Sandbox, results, workspace};
+use crate::util::{Sandbox, combination, combination_ids, results, suite_toml, workspace};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn suites(sb: &Sandbox) {
     let ksh = workspace().join("tests/fixtures/tap/kselftest.sh");
-    let s = |id: &str, cases: &str| {
-        format!("[suite]\nid = \"{id}\"\ntitle = \"{id}\"\ncomponent = \"os\"\n\n{cases}")
-    };
+    let s = |id: &str, cases: &str| suite_toml(id, id, "os", cases);
     sb.write("suites/one.toml", &s("t.one", "[[case]]\nid = \"a\"\ntitle = \"a\"\nrun = \"true\"\n\n[[case]]\nid = \"b\"\ntitle = \"b\"\nrun = \"echo $ADAPTEST_TARGET\"\n"));
     sb.write(
         "suites/two.toml",
@@ -84,18 +82,9 @@ fn three_shards_merged_equal_one_unsharded_run() {
     let sb = Sandbox::new();
     suites(&sb);
     sb.write("plan.toml", &plan(""));
-    let whole = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--out",
-        "whole",
-    ]);
+    let whole = sb.run_own_suites(&["--out", "whole"]);
     whole.expect_code(1); // t.three/must-fail on b is a mandatory failure with no waiver
-    let whole_res = results(&dirs(&sb.path().join("whole"))[0]);
+    let whole_res = results(&sb.run_dir_in("whole"));
     assert_eq!(
         whole_res["combinations"].as_array().unwrap().len(),
         22,
@@ -104,18 +93,7 @@ fn three_shards_merged_equal_one_unsharded_run() {
 
     for i in 1..=3 {
         let shard = format!("{i}/3");
-        sb.run(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--no-builtin",
-            "--out",
-            "shards",
-            "--shard",
-            &shard,
-        ]);
+        sb.run_own_suites(&["--out", "shards", "--shard", &shard]);
     }
     let shard_dirs = dirs(&sb.path().join("shards"));
     assert_eq!(shard_dirs.len(), 3);
@@ -127,14 +105,11 @@ fn three_shards_merged_equal_one_unsharded_run() {
         owned.push(n);
         let res = results(d);
         // A shard's results hold its own combinations and the lifecycles they need.
-        let ids: Vec<&str> = res["combinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["id"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            ids.iter().filter(|id| !id.ends_with("/lifecycle")).count(),
+            combination_ids(&res)
+                .iter()
+                .filter(|id| !id.ends_with("/lifecycle"))
+                .count(),
             n
         );
     }
@@ -153,18 +128,14 @@ fn three_shards_merged_equal_one_unsharded_run() {
         "{}",
         m.stdout
     );
-    let merged_dir = dirs(&sb.path().join("merged"))[0].clone();
+    let merged_dir = sb.run_dir_in("merged");
     let merged = results(&merged_dir);
     assert_eq!(essence(&merged), essence(&whole_res));
     assert!(merged_dir.join("junit.xml").exists() && merged_dir.join("report.html").exists());
     // The imported tests went through the merge too, with their logs.
-    let four = merged["combinations"]
+    let ktap = combination(&merged, "b/svc/t.four")["cases"]
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "b/svc/t.four")
         .unwrap();
-    let ktap = four["cases"].as_array().unwrap();
     assert_eq!(ktap.len(), 4);
     let log = ktap[3]["log"].as_str().unwrap();
     assert!(merged_dir.join(log).exists(), "{log}");
@@ -178,10 +149,10 @@ fn three_shards_merged_equal_one_unsharded_run() {
     let d = |i: usize| shard_dirs[i].display().to_string();
     let r = sb.run(&["merge", &d(0), &d(1), "--out", "bad"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    r.expect_in_stderr("missing");
     let r = sb.run(&["merge", &d(0), &d(0), &d(1), &d(2), "--out", "bad"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("given twice"), "{}", r.stderr);
+    r.expect_in_stderr("given twice");
     sb.write("other.toml", &plan("\n# another plan\n"));
     sb.run(&[
         "run",
@@ -195,10 +166,10 @@ fn three_shards_merged_equal_one_unsharded_run() {
         "--shard",
         "1/3",
     ]);
-    let other = dirs(&sb.path().join("other"))[0].display().to_string();
+    let other = sb.run_dir_in("other").display().to_string();
     let r = sb.run(&["merge", &other, &d(1), &d(2), "--out", "bad"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("not shards of one plan"), "{}", r.stderr);
+    r.expect_in_stderr("not shards of one plan");
     let r = sb.run(&["run", "--plan", "plan.toml", "--shard", "4/3"]);
     r.expect_code(2);
 }

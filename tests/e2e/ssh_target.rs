@@ -2,7 +2,10 @@
 //! key, client key and config: `os.basic` over ssh, remote timeouts that leave nothing behind,
 //! and an sshd that dies in the middle of a suite.
 
-use crate::util::{Sandbox, alive, case_statuses, free_port, kill_tree, results, workspace};
+use crate::util::{
+    Run, Sandbox, alive, assert_mandatory_pass, case, case_statuses, env_of, free_port, kill_tree,
+    reason, results, suite_toml, toml_list, wait_for, workspace,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,16 +113,10 @@ impl Drop for Sshd {
 }
 
 fn plan(targets: &str, target_ids: &[&str], suites: &[&str]) -> String {
-    let q = |v: &[&str]| {
-        v.iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     format!(
         "[product]\nname = \"test\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n{targets}\n[[matrix]]\ntargets = [{}]\ncomponents = [\"os\"]\nsuites = [{}]\n",
-        q(target_ids),
-        q(suites)
+        toml_list(target_ids),
+        toml_list(suites)
     )
 }
 
@@ -135,25 +132,11 @@ fn os_basic_passes_over_ssh_and_the_environment_is_the_remote_one() {
     run.expect_code(0);
 
     let dir = sb.run_dir();
-    let env: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("env/lab.json")).unwrap()).unwrap();
+    let env = env_of(&dir, "lab");
     assert_eq!(env["target_kind"], "ssh");
     assert_eq!(env["arch"], "x86_64");
     assert_eq!(env["extra"]["ssh"], format!("root@127.0.0.1:{}", sshd.port));
-    let res = results(&dir);
-    for c in res["combinations"].as_array().unwrap() {
-        for k in c["cases"].as_array().unwrap() {
-            if k["level"] == "mandatory" {
-                assert!(
-                    matches!(k["status"].as_str(), Some("passed" | "skipped")),
-                    "{} {}: {}",
-                    k["id"],
-                    k["status"],
-                    k["reason"]
-                );
-            }
-        }
-    }
+    assert_mandatory_pass(&results(&dir), "");
 }
 
 #[test]
@@ -165,13 +148,12 @@ fn remote_commands_get_stdin_env_cwd_exit_codes_and_timeouts_kill_the_remote_tre
     let p = pids.display();
     sb.write(
         "suites/remote.toml",
-        &format!(
-            r#"[suite]
-id = "remote.behaviour"
-title = "remote"
-component = "os"
-
-[[case]]
+        &suite_toml(
+            "remote.behaviour",
+            "remote",
+            "os",
+            &format!(
+                r#"[[case]]
 id = "stdin-env-cwd"
 title = "stdin, env and the working directory reach the remote command"
 stdin = "中文 in\n"
@@ -214,20 +196,14 @@ title = "the connection is still usable after a timeout"
 run = "echo still-here"
 expect = {{ stdout = "still-here" }}
 "#
+            ),
         ),
     );
     sb.write(
         "plan.toml",
         &plan(&sshd.target("lab"), &["lab"], &["remote.*"]),
     );
-    let run = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-    ]);
+    let run = sb.run_own_suites(&[]);
     run.expect_code(1);
     let res = results(&sb.run_dir());
     let statuses = case_statuses(&res);
@@ -242,13 +218,8 @@ expect = {{ stdout = "still-here" }}
         assert_eq!(status(id), "passed", "{id}: {res:#}");
     }
     assert_eq!(status("hang"), "failed");
-    let hang = &res["combinations"][0]["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "hang")
-        .unwrap()["reason"];
-    assert!(hang.as_str().unwrap().contains("timed out"), "{hang}");
+    let hang = reason(case(&res, "lab/os/remote.behaviour", "hang"));
+    assert!(hang.contains("timed out"), "{hang}");
 
     // Everything the commands started is gone (this host is the remote side).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -272,13 +243,12 @@ fn sshd_killed_mid_suite_makes_the_rest_errors_and_other_targets_finish() {
     let mark = sb.path().join("hanging");
     sb.write(
         "suites/fault.toml",
-        &format!(
-            r#"[suite]
-id = "fault.ssh"
-title = "fault"
-component = "os"
-
-[[case]]
+        &suite_toml(
+            "fault.ssh",
+            "fault",
+            "os",
+            &format!(
+                r#"[[case]]
 id = "first"
 title = "before"
 run = "echo one"
@@ -299,7 +269,8 @@ id = "fourth"
 title = "after"
 run = "echo four"
 "#,
-            mark.display()
+                mark.display()
+            ),
         ),
     );
     let targets = format!(
@@ -311,53 +282,24 @@ run = "echo four"
         &plan(&targets, &["lab", "local"], &["fault.*"]),
     );
     let child = sb
-        .cmd(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--no-builtin",
-        ])
+        .own_suites_cmd(&[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn adaptest");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "the hang case never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    sshd.kill();
-    let out = child.wait_with_output().unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    assert_eq!(
-        code,
-        3,
-        "exit code\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    wait_for(
+        "the hang case never started",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || mark.exists().then_some(()),
     );
+    sshd.kill();
+    Run::from(child.wait_with_output().unwrap()).expect_code(3);
 
     let res = results(&sb.run_dir());
-    let case = |combo: &str, id: &str| {
-        res["combinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == combo)
-            .and_then(|c| {
-                c["cases"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|k| k["id"] == id)
-                    .cloned()
-            })
-            .unwrap_or_else(|| panic!("{combo} {id} in {res:#}"))
-    };
-    assert_eq!(case("lab/os/fault.ssh", "first")["status"], "passed");
+    assert_eq!(case(&res, "lab/os/fault.ssh", "first")["status"], "passed");
     for id in ["hang", "third", "fourth"] {
-        let c = case("lab/os/fault.ssh", id);
+        let c = case(&res, "lab/os/fault.ssh", id);
         assert_eq!(c["status"], "error", "{id}: {c:#}");
         let reason = c["reason"].as_str().unwrap();
         assert!(
@@ -366,16 +308,16 @@ run = "echo four"
         );
     }
     assert!(
-        case("lab/os/fault.ssh", "hang")["reason"]
+        case(&res, "lab/os/fault.ssh", "hang")["reason"]
             .as_str()
             .unwrap()
             .contains("was lost"),
         "{:#}",
-        case("lab/os/fault.ssh", "hang")
+        case(&res, "lab/os/fault.ssh", "hang")
     );
     for id in ["first", "hang", "third", "fourth"] {
         assert_eq!(
-            case("local/os/fault.ssh", id)["status"],
+            case(&res, "local/os/fault.ssh", id)["status"],
             "passed",
             "local {id}"
         );
@@ -414,14 +356,13 @@ fn ssh_target_fields_are_validated() {
     );
     let run = sb.run(&["validate", "plan.toml"]);
     run.expect_code(2);
-    let all = format!("{}{}", run.stdout, run.stderr);
     for needle in [
         "target[0].host",
         "an ssh target needs `host`",
         "target[0].rootfs",
         "target[0].ssh_options",
     ] {
-        assert!(all.contains(needle), "{needle} missing in:\n{all}");
+        run.expect_in_output(needle);
     }
 }
 
@@ -475,19 +416,8 @@ stop = "redis-cli -p {port} shutdown nosave || true"
         .filter(|(c, _, _)| c == "lab/cache/mw.kv")
         .collect();
     assert!(!kv.is_empty(), "{res:#}");
-    let combo = res["combinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "lab/cache/mw.kv")
-        .unwrap();
-    for (_, case, status) in kv {
-        let c = combo["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == case.as_str())
-            .unwrap();
+    for (combo, case_id, status) in kv {
+        let c = case(&res, &combo, &case_id);
         // Optional throughput thresholds depend on the machine's load (the forward adds a hop):
         // such a case must still have run and measured, and missed only its threshold.
         if c["level"] == "optional"
@@ -499,10 +429,10 @@ stop = "redis-cli -p {port} shutdown nosave || true"
                     .as_str()
                     .unwrap()
                     .starts_with("threshold missed"),
-                "{case}: {c}"
+                "{case_id}: {c}"
             );
             continue;
         }
-        assert_eq!(status, "passed", "{case}: {c}");
+        assert_eq!(status, "passed", "{case_id}: {c}");
     }
 }
