@@ -6,7 +6,46 @@
 //! on a single line. Keys the parser does not know, and `extra.*` keys, go to
 //! [`Environment::extra`] so the evidence keeps them.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::target::{ExecOutput, ExecRequest, TargetError};
 use adaptest_reports::Environment;
+
+/// How long the probe may take: it forks a handful of programs, each slow on an emulated
+/// target right after a boot or restore.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The request that runs [`PROBE_SCRIPT`] through a target's own exec.
+pub fn probe_request() -> ExecRequest {
+    ExecRequest::new(PROBE_SCRIPT, PROBE_TIMEOUT)
+}
+
+/// The [`Environment`] of `target` (of kind `target_kind`) from its run of [`probe_request`];
+/// an error saying how the probe failed when it did not exit 0 with output.
+pub fn environment_from(
+    target: &str,
+    target_kind: &str,
+    out: &ExecOutput,
+) -> Result<Environment, TargetError> {
+    if out.timed_out || out.exit_code != Some(0) || out.stdout.is_empty() {
+        return Err(TargetError::Environment {
+            target: target.to_owned(),
+            reason: format!(
+                "the probe failed (exit {:?}, signal {:?}, timed out: {}): {}",
+                out.exit_code,
+                out.signal,
+                out.timed_out,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(parse_probe(
+        target,
+        target_kind,
+        &String::from_utf8_lossy(&out.stdout),
+    ))
+}
 
 /// The probe script, passed to `/bin/sh -c` (or fed to `sh -s`) on the target.
 ///
@@ -14,64 +53,51 @@ use adaptest_reports::Environment;
 /// `cpu_vendor`, `cores`, `memory_bytes` (and `memory_kb`, used when the shell's arithmetic is too
 /// narrow for bytes), `page_size`, and `extra.*`.
 pub const PROBE_SCRIPT: &str = r##"
-# adaptest environment probe: POSIX sh with coreutils or busybox only.
+# adaptest environment probe v2: POSIX sh with coreutils or busybox only. It prints raw facts and
+# leaves naming (CPU vendors, quoting, ranges) to the harness, so it forks only a handful of
+# programs: each fork costs 50-200 ms on an emulated guest.
 adaptest_locale=${LC_ALL:-${LC_CTYPE:-${LANG:-}}}
 LC_ALL=C
 export LC_ALL
 PATH=$PATH:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 export PATH
 
-# kv KEY VALUE: print one line; CRs dropped, newlines and tabs folded to spaces, ends trimmed.
-kv() {
-    printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr -d '\r' | tr '\n\t' '  ' | sed -e 's/^  *//' -e 's/  *$//')"
+kv() { printf '%s=%s\n' "$1" "$2"; }
+# line FILE: v = the first line of FILE ('' when unreadable), with the shell's own `read`.
+line() {
+    v=
+    [ -r "$1" ] || return 0
+    IFS= read -r v < "$1" 2>/dev/null || :
 }
+kv extra.probe_version 2
 
-# osr KEY: value of KEY in os-release, quotes removed.
-osr=/etc/os-release
-[ -r "$osr" ] || osr=/usr/lib/os-release
-osr() {
-    [ -r "$osr" ] || return 0
-    sed -n "s/^$1=//p" "$osr" | head -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'\$/\1/"
-}
-
-# ci FIELD: first value of FIELD in /proc/cpuinfo (tests point ADAPTEST_CPUINFO elsewhere).
-cpuinfo=${ADAPTEST_CPUINFO:-/proc/cpuinfo}
-ci() {
-    [ -r "$cpuinfo" ] || return 0
-    sed -n "s/^$1[[:space:]]*:[[:space:]]*//p" "$cpuinfo" | head -n 1
-}
-
-kv extra.probe_version 1
 kv arch "$(uname -m 2>/dev/null)"
-kv kernel "$(uname -r 2>/dev/null)"
-kv extra.kernel_build "$(uname -v 2>/dev/null)"
-kv hostname "$(uname -n 2>/dev/null)"
+line /proc/sys/kernel/osrelease; [ -n "$v" ] || v=$(uname -r 2>/dev/null); kv kernel "$v"
+line /proc/sys/kernel/version; [ -n "$v" ] || v=$(uname -v 2>/dev/null); kv extra.kernel_build "$v"
+line /proc/sys/kernel/hostname; [ -n "$v" ] || v=$(uname -n 2>/dev/null); kv hostname "$v"
 
-os_id=$(osr ID)
-os_version=$(osr VERSION_ID)
-os_name=$(osr PRETTY_NAME)
-if [ -z "$os_name" ] && [ -r /etc/redhat-release ]; then
-    os_name=$(head -n 1 /etc/redhat-release)
-fi
-if [ -z "$os_version" ] && [ -r /etc/debian_version ]; then
-    os_version=$(head -n 1 /etc/debian_version)
-fi
-kv os_id "$os_id"
-kv os_version "$os_version"
-kv os_name "$os_name"
+for f in /etc/os-release /usr/lib/os-release; do
+    [ -r "$f" ] || continue
+    while IFS='=' read -r k v || [ -n "$k" ]; do
+        case $k in ID|VERSION_ID|PRETTY_NAME) kv "raw.os_release.$k" "$v" ;; esac
+        k=
+    done < "$f"
+    break
+done
+line /etc/debian_version; kv raw.debian_version "$v"
+line /etc/redhat-release; kv raw.redhat_release "$v"
 
 libc=$(getconf GNU_LIBC_VERSION 2>/dev/null)
 if [ -z "$libc" ]; then
     ldd_out=$(ldd --version 2>&1)
-    ldd_first=$(printf '%s\n' "$ldd_out" | head -n 1)
     case $ldd_out in
     *musl*)
         libc=musl
         kv extra.libc_version "$(printf '%s\n' "$ldd_out" | sed -n 's/^Version[[:space:]]*//p' | head -n 1)"
         ;;
     *GLIBC*|*glibc*|*"GNU libc"*|*"GNU C Library"*)
-        ver=$(printf '%s\n' "$ldd_first" | sed -n 's/.*[^0-9.]\([0-9][0-9]*\.[0-9][0-9.]*\)[^0-9]*$/\1/p')
-        libc="glibc${ver:+ $ver}"
+        kv raw.ldd_version "$(printf '%s\n' "$ldd_out" | head -n 1)"
+        libc=glibc
         ;;
     esac
 fi
@@ -79,8 +105,8 @@ if [ -z "$libc" ]; then
     # No getconf or ldd (busybox): glibc's libc.so.6 prints its version when executed.
     for f in /lib/*/libc.so.6 /lib64/libc.so.6 /lib/libc.so.6 /usr/lib/*/libc.so.6 /usr/lib64/libc.so.6; do
         [ -x "$f" ] || continue
-        ver=$("$f" 2>/dev/null | sed -n 's/.*release version \([0-9][0-9.]*[0-9]\).*/\1/p' | head -n 1)
-        if [ -n "$ver" ]; then libc="glibc $ver"; break; fi
+        libc=$("$f" 2>/dev/null | sed -n 's/.*release version \([0-9][0-9.]*[0-9]\).*/glibc \1/p' | head -n 1)
+        [ -z "$libc" ] || break
     done
 fi
 if [ -z "$libc" ]; then
@@ -90,141 +116,74 @@ if [ -z "$libc" ]; then
 fi
 kv libc "$libc"
 
-model=$(ci 'model name')
-[ -n "$model" ] || model=$(ci 'Model Name')
-[ -n "$model" ] || model=$(ci 'cpu model')
-[ -n "$model" ] || model=$(ci 'uarch')
-[ -n "$model" ] || model=$(ci 'cpu')
-vendor=$(ci vendor_id)
-[ -n "$vendor" ] || vendor=$(ci vendor)
-case $vendor in
-GenuineIntel) vendor=Intel ;;
-AuthenticAMD) vendor=AMD ;;
-HygonGenuine) vendor=Hygon ;;
-CentaurHauls) vendor=Centaur ;;
-*Shanghai*) vendor=Zhaoxin ;;
-IBM/S390) vendor=IBM ;;
-esac
+# The CPU: one sed pass over cpuinfo (tests point ADAPTEST_CPUINFO elsewhere).
+cpuinfo=${ADAPTEST_CPUINFO:-/proc/cpuinfo}
+[ -r "$cpuinfo" ] && sed -n \
+    -e 's/^model name[[:space:]]*:[[:space:]]*/raw.cpu.model_name=/p' \
+    -e 's/^Model Name[[:space:]]*:[[:space:]]*/raw.cpu.model_name2=/p' \
+    -e 's/^cpu model[[:space:]]*:[[:space:]]*/raw.cpu.cpu_model=/p' \
+    -e 's/^uarch[[:space:]]*:[[:space:]]*/raw.cpu.uarch=/p' \
+    -e 's/^cpu[[:space:]]*:[[:space:]]*/raw.cpu.cpu=/p' \
+    -e 's/^vendor_id[[:space:]]*:[[:space:]]*/raw.cpu.vendor_id=/p' \
+    -e 's/^vendor[[:space:]]*:[[:space:]]*/raw.cpu.vendor=/p' \
+    -e 's/^CPU implementer[[:space:]]*:[[:space:]]*/raw.cpu.implementer=/p' \
+    -e 's/^CPU part[[:space:]]*:[[:space:]]*/raw.cpu.part=/p' \
+    -e 's/^CPU Family[[:space:]]*:[[:space:]]*/raw.cpu.family=/p' \
+    -e 's/^processor[[:space:]]*:.*/raw.cpu.processor=1/p' \
+    -e '/^flags.* hypervisor/s/.*/raw.cpu.hypervisor=1/p' \
+    "$cpuinfo"
+line /sys/devices/system/cpu/online; kv raw.cpu_online "$v"
+[ -n "$v" ] || kv cores "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null)"
 
-impl=$(ci 'CPU implementer')
-part=$(ci 'CPU part')
-if [ -n "$impl" ]; then
-    case $impl in
-    0x41) vendor=Arm ;;
-    0x42) vendor=Broadcom ;;
-    0x43) vendor=Cavium ;;
-    0x46) vendor=Fujitsu ;;
-    0x48) vendor=HiSilicon ;;
-    0x4e) vendor=NVIDIA ;;
-    0x50) vendor=APM ;;
-    0x51) vendor=Qualcomm ;;
-    0x61) vendor=Apple ;;
-    0x6d) vendor=Microsoft ;;
-    0x70) vendor=Phytium ;;
-    0xc0) vendor=Ampere ;;
-    *) vendor="implementer $impl" ;;
-    esac
-    core=
-    case $impl:$part in
-    0x41:0xd03) core=Cortex-A53 ;;
-    0x41:0xd04) core=Cortex-A35 ;;
-    0x41:0xd05) core=Cortex-A55 ;;
-    0x41:0xd07) core=Cortex-A57 ;;
-    0x41:0xd08) core=Cortex-A72 ;;
-    0x41:0xd09) core=Cortex-A73 ;;
-    0x41:0xd0a) core=Cortex-A75 ;;
-    0x41:0xd0b) core=Cortex-A76 ;;
-    0x41:0xd0c) core=Neoverse-N1 ;;
-    0x41:0xd0d) core=Cortex-A77 ;;
-    0x41:0xd40) core=Neoverse-V1 ;;
-    0x41:0xd41) core=Cortex-A78 ;;
-    0x41:0xd49) core=Neoverse-N2 ;;
-    0x41:0xd4f) core=Neoverse-V2 ;;
-    0x48:0xd01) core="Kunpeng-920" ;;
-    0x70:0x303|0x70:0x66?|0x70:0x862) core="FTC${part#0x}" ;;
-    0xc0:0xac3) core=Ampere-1 ;;
-    0xc0:0xac4) core=Ampere-1a ;;
-    esac
-    if [ -n "$core" ]; then
-        model="$vendor $core"
-    elif [ -z "$model" ] || [ "${model#ARMv}" != "$model" ]; then
-        model="$vendor part ${part:-unknown}"
-    fi
-    kv extra.cpu_part "$impl:$part"
-fi
-
-family=$(ci 'CPU Family')
-case $family$model in
-*Loongson*) vendor=Loongson ;;
-esac
-if [ -z "$vendor" ]; then
-    case $model in
-    POWER*|*IBM*) vendor=IBM ;;
-    *,*) vendor=${model%%,*} ;;
-    esac
-fi
-kv cpu_model "$model"
-kv cpu_vendor "$vendor"
-kv extra.cpu_family "$family"
-
-cores=$(nproc 2>/dev/null)
-[ -n "$cores" ] || cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null)
-[ -n "$cores" ] || cores=$(grep -c '^processor' "$cpuinfo" 2>/dev/null)
-kv cores "$cores"
-
-kb=$(sed -n 's/^MemTotal:[[:space:]]*\([0-9][0-9]*\).*/\1/p' /proc/meminfo 2>/dev/null | head -n 1)
-if [ -n "$kb" ]; then
-    kv memory_kb "$kb"
-    bytes=$((kb * 1024))
-    # Only when the shell's arithmetic did not overflow (32-bit shells).
-    if [ "$((bytes / 1024))" = "$kb" ]; then kv memory_bytes "$bytes"; fi
+if [ -r /proc/meminfo ]; then
+    while read -r k v u; do
+        case $k in MemTotal:) kv memory_kb "$v"; break ;; esac
+    done < /proc/meminfo
 fi
 
 page=$(getconf PAGESIZE 2>/dev/null || getconf PAGE_SIZE 2>/dev/null)
 if [ -z "$page" ]; then
-    k=$(sed -n 's/^KernelPageSize:[[:space:]]*\([0-9][0-9]*\) kB.*/\1/p' /proc/self/smaps 2>/dev/null | head -n 1)
-    if [ -n "$k" ]; then page=$((k * 1024)); fi
+    page=$(sed -n 's/^KernelPageSize:[[:space:]]*\([0-9][0-9]*\) kB.*/\1/p' /proc/self/smaps 2>/dev/null | head -n 1)
+    [ -z "$page" ] || page=$((page * 1024))
 fi
 kv page_size "$page"
 
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-    cgroup=v2
-    cg_path=$(sed -n 's/^0:://p' /proc/self/cgroup 2>/dev/null | head -n 1)
-    if [ -r "/sys/fs/cgroup$cg_path/memory.max" ]; then
-        kv extra.cgroup_memory_max "$(head -n 1 "/sys/fs/cgroup$cg_path/memory.max")"
+    kv extra.cgroup v2
+    cg_path=
+    if [ -r /proc/self/cgroup ]; then
+        while IFS= read -r l; do
+            case $l in 0::*) cg_path=${l#0::}; break ;; esac
+        done < /proc/self/cgroup
     fi
+    line "/sys/fs/cgroup$cg_path/memory.max"; kv extra.cgroup_memory_max "$v"
 elif grep -q ' cgroup ' /proc/mounts 2>/dev/null; then
-    cgroup=v1
+    kv extra.cgroup v1
 else
-    cgroup=none
+    kv extra.cgroup none
 fi
-kv extra.cgroup "$cgroup"
 
 tz=${TZ:-}
-if [ -z "$tz" ] && [ -r /etc/timezone ]; then tz=$(head -n 1 /etc/timezone); fi
-[ -n "$tz" ] || tz=$(readlink /etc/localtime 2>/dev/null | sed 's|.*zoneinfo/||')
-[ -n "$tz" ] || tz=$(date +%Z 2>/dev/null)
+if [ -z "$tz" ]; then line /etc/timezone; tz=$v; fi
+if [ -z "$tz" ] && [ -L /etc/localtime ]; then
+    tz=$(readlink /etc/localtime 2>/dev/null)
+    tz=${tz##*zoneinfo/}
+fi
 kv extra.timezone "$tz"
 kv extra.locale "${adaptest_locale:-POSIX}"
 kv extra.sh "$(readlink -f /bin/sh 2>/dev/null || echo /bin/sh)"
 
-virt=$(systemd-detect-virt -v 2>/dev/null)
-if [ -z "$virt" ] && grep -q '^flags.* hypervisor' "$cpuinfo" 2>/dev/null; then virt=vm; fi
-kv extra.virt "$virt"
-container=$(systemd-detect-virt -c 2>/dev/null)
-if [ -z "$container" ]; then
-    if [ -f /.dockerenv ]; then container=docker
-    elif [ -f /run/.containerenv ]; then container=podman
-    fi
+if command -v systemd-detect-virt >/dev/null 2>&1; then
+    kv extra.virt "$(systemd-detect-virt -v 2>/dev/null)"
+    kv extra.container "$(systemd-detect-virt -c 2>/dev/null)"
+elif [ -f /.dockerenv ]; then
+    kv extra.container docker
+elif [ -f /run/.containerenv ]; then
+    kv extra.container podman
 fi
-kv extra.container "$container"
-if [ -r /sys/devices/virtual/dmi/id/product_name ]; then
-    kv extra.dmi_vendor "$(head -n 1 /sys/devices/virtual/dmi/id/sys_vendor 2>/dev/null)"
-    kv extra.dmi_product "$(head -n 1 /sys/devices/virtual/dmi/id/product_name 2>/dev/null)"
-fi
-if [ -r /proc/device-tree/model ]; then
-    kv extra.dt_model "$(tr -d '\000' < /proc/device-tree/model)"
-fi
+line /sys/devices/virtual/dmi/id/sys_vendor; kv extra.dmi_vendor "$v"
+line /sys/devices/virtual/dmi/id/product_name; kv extra.dmi_product "$v"
+line /proc/device-tree/model; kv extra.dt_model "$v"
 exit 0
 "##;
 
@@ -233,7 +192,9 @@ exit 0
 /// Tolerant by design: lines without `=`, keys that are not plain identifiers, empty values and
 /// numbers that do not parse are ignored; a missing key leaves its field empty (or 0). A later
 /// line for the same key wins. `extra.NAME` keys, and unknown keys, land in
-/// [`Environment::extra`] (the former without the `extra.` prefix).
+/// [`Environment::extra`] (the former without the `extra.` prefix). `raw.*` keys are the script's
+/// raw facts (first occurrence wins): they fill the fields the script leaves to the harness
+/// (OS from os-release, CPU model and vendor from cpuinfo, cores from the online CPU list).
 pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment {
     let mut env = Environment {
         target: target.to_owned(),
@@ -241,6 +202,7 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
         ..Environment::default()
     };
     let mut memory_kb = None;
+    let mut raw: BTreeMap<&str, &str> = BTreeMap::new();
     for line in output.lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
@@ -265,6 +227,10 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
             "memory_kb" => memory_kb = value.parse::<u64>().ok().or(memory_kb),
             "page_size" => set_number(&mut env.page_size, value),
             _ => {
+                if let Some(name) = key.strip_prefix("raw.") {
+                    raw.entry(name).or_insert(value);
+                    continue;
+                }
                 let name = key.strip_prefix("extra.").unwrap_or(key);
                 if !name.is_empty() {
                     env.extra.insert(name.to_owned(), text());
@@ -275,7 +241,195 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
     if env.memory_bytes == 0 {
         env.memory_bytes = memory_kb.map_or(0, |kb| kb.saturating_mul(1024));
     }
+    derive_from_raw(&mut env, &raw);
     env
+}
+
+/// Fill what the probe left as raw facts; a field the output already set is kept.
+fn derive_from_raw(env: &mut Environment, raw: &BTreeMap<&str, &str>) {
+    let get = |k: &str| raw.get(k).copied().filter(|v| !v.is_empty());
+    let fill = |field: &mut String, value: Option<String>| {
+        if field.is_empty()
+            && let Some(v) = value.filter(|v| !v.is_empty())
+        {
+            *field = v;
+        }
+    };
+    fill(&mut env.os_id, get("os_release.ID").map(unquote));
+    fill(
+        &mut env.os_version,
+        get("os_release.VERSION_ID")
+            .map(unquote)
+            .or_else(|| get("debian_version").map(str::to_owned)),
+    );
+    fill(
+        &mut env.os_name,
+        get("os_release.PRETTY_NAME")
+            .map(unquote)
+            .or_else(|| get("redhat_release").map(str::to_owned)),
+    );
+    if env.libc == "glibc"
+        && let Some(ver) = get("ldd_version").and_then(last_version)
+    {
+        env.libc = format!("glibc {ver}");
+    }
+    if env.cores == 0 {
+        env.cores = get("cpu_online").map_or(0, count_cpu_list);
+    }
+    if env.cores == 0 && get("cpu.processor").is_some() {
+        env.cores = 1;
+    }
+    let (model, vendor) = name_cpu(raw);
+    fill(&mut env.cpu_model, model);
+    fill(&mut env.cpu_vendor, vendor);
+    if let (Some(imp), Some(part)) = (get("cpu.implementer"), get("cpu.part")) {
+        env.extra
+            .entry("cpu_part".into())
+            .or_insert_with(|| format!("{imp}:{part}"));
+    } else if let Some(imp) = get("cpu.implementer") {
+        env.extra
+            .entry("cpu_part".into())
+            .or_insert_with(|| format!("{imp}:"));
+    }
+    if let Some(family) = get("cpu.family") {
+        env.extra
+            .entry("cpu_family".into())
+            .or_insert_with(|| family.to_owned());
+    }
+    if !env.extra.contains_key("virt") && get("cpu.hypervisor").is_some() {
+        env.extra.insert("virt".into(), "vm".into());
+    }
+}
+
+/// An os-release value without its surrounding quotes.
+fn unquote(v: &str) -> String {
+    let v = v.trim();
+    for q in ['"', '\''] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return v[1..v.len() - 1].to_owned();
+        }
+    }
+    v.to_owned()
+}
+
+/// The last `N.N…` number in `text` (`ldd (Debian GLIBC 2.36-9) 2.36` → `2.36`).
+fn last_version(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|t| t.trim_matches('.'))
+        .rfind(|t| t.contains('.') && t.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_owned)
+}
+
+/// How many CPUs a kernel CPU list names (`0-3,6,8-9` → 7); 0 when it does not parse.
+fn count_cpu_list(list: &str) -> u32 {
+    let mut n = 0u32;
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => a.parse::<u32>().ok().zip(b.parse::<u32>().ok()),
+            None => part.parse::<u32>().ok().map(|a| (a, a)),
+        };
+        match range {
+            Some((a, b)) if b >= a => n = n.saturating_add(b - a + 1),
+            _ => return 0,
+        }
+    }
+    n
+}
+
+/// CPU model and vendor from raw cpuinfo fields: x86 vendor ids, Arm implementer/part codes
+/// (Kunpeng, Phytium, Neoverse…), LoongArch `CPU Family`/`Model Name`.
+fn name_cpu(raw: &BTreeMap<&str, &str>) -> (Option<String>, Option<String>) {
+    let get = |k: &str| raw.get(k).copied().filter(|v| !v.is_empty());
+    let mut model = [
+        "cpu.model_name",
+        "cpu.model_name2",
+        "cpu.cpu_model",
+        "cpu.uarch",
+        "cpu.cpu",
+    ]
+    .into_iter()
+    .find_map(get)
+    .map(str::to_owned);
+    let mut vendor = get("cpu.vendor_id").or_else(|| get("cpu.vendor")).map(|v| {
+        match v {
+            "GenuineIntel" => "Intel",
+            "AuthenticAMD" => "AMD",
+            "HygonGenuine" => "Hygon",
+            "CentaurHauls" => "Centaur",
+            "IBM/S390" => "IBM",
+            v if v.contains("Shanghai") => "Zhaoxin",
+            v => v,
+        }
+        .to_owned()
+    });
+    if let Some(imp) = get("cpu.implementer") {
+        let part = get("cpu.part");
+        let name = match imp {
+            "0x41" => "Arm",
+            "0x42" => "Broadcom",
+            "0x43" => "Cavium",
+            "0x46" => "Fujitsu",
+            "0x48" => "HiSilicon",
+            "0x4e" => "NVIDIA",
+            "0x50" => "APM",
+            "0x51" => "Qualcomm",
+            "0x61" => "Apple",
+            "0x6d" => "Microsoft",
+            "0x70" => "Phytium",
+            "0xc0" => "Ampere",
+            _ => "",
+        };
+        let v = if name.is_empty() {
+            format!("implementer {imp}")
+        } else {
+            name.to_owned()
+        };
+        let core = match (imp, part.unwrap_or("")) {
+            ("0x41", "0xd03") => Some("Cortex-A53".to_owned()),
+            ("0x41", "0xd04") => Some("Cortex-A35".to_owned()),
+            ("0x41", "0xd05") => Some("Cortex-A55".to_owned()),
+            ("0x41", "0xd07") => Some("Cortex-A57".to_owned()),
+            ("0x41", "0xd08") => Some("Cortex-A72".to_owned()),
+            ("0x41", "0xd09") => Some("Cortex-A73".to_owned()),
+            ("0x41", "0xd0a") => Some("Cortex-A75".to_owned()),
+            ("0x41", "0xd0b") => Some("Cortex-A76".to_owned()),
+            ("0x41", "0xd0c") => Some("Neoverse-N1".to_owned()),
+            ("0x41", "0xd0d") => Some("Cortex-A77".to_owned()),
+            ("0x41", "0xd40") => Some("Neoverse-V1".to_owned()),
+            ("0x41", "0xd41") => Some("Cortex-A78".to_owned()),
+            ("0x41", "0xd49") => Some("Neoverse-N2".to_owned()),
+            ("0x41", "0xd4f") => Some("Neoverse-V2".to_owned()),
+            ("0x48", "0xd01") => Some("Kunpeng-920".to_owned()),
+            ("0x70", p)
+                if p == "0x303" || p == "0x862" || p.starts_with("0x66") && p.len() == 5 =>
+            {
+                Some(format!("FTC{}", &p[2..]))
+            }
+            ("0xc0", "0xac3") => Some("Ampere-1".to_owned()),
+            ("0xc0", "0xac4") => Some("Ampere-1a".to_owned()),
+            _ => None,
+        };
+        if let Some(core) = core {
+            model = Some(format!("{v} {core}"));
+        } else if model.as_deref().is_none_or(|m| m.starts_with("ARMv")) {
+            model = Some(format!("{v} part {}", part.unwrap_or("unknown")));
+        }
+        vendor = Some(v);
+    }
+    let family = get("cpu.family").unwrap_or("");
+    if family.contains("Loongson") || model.as_deref().is_some_and(|m| m.contains("Loongson")) {
+        vendor = Some("Loongson".to_owned());
+    }
+    if vendor.is_none()
+        && let Some(m) = model.as_deref()
+    {
+        if m.starts_with("POWER") || m.contains("IBM") {
+            vendor = Some("IBM".to_owned());
+        } else if let Some((v, _)) = m.split_once(',') {
+            vendor = Some(v.to_owned());
+        }
+    }
+    (model, vendor)
 }
 
 /// A probe key: ASCII letters, digits, `_`, `.` and `-`, starting with a letter, at most 64 long.
@@ -438,6 +592,52 @@ extra.cgroup=none
                 ..Environment::default()
             }
         });
+    }
+
+    #[test]
+    fn derives_fields_from_raw_facts() {
+        let out = "\
+raw.os_release.ID=\"openEuler\"
+raw.os_release.VERSION_ID='22.03'
+raw.os_release.PRETTY_NAME=\"openEuler 22.03 (LTS-SP3)\"
+raw.debian_version=12.7
+libc=glibc
+raw.ldd_version=ldd (GNU libc) 2.34
+raw.cpu.implementer=0x48
+raw.cpu.part=0xd01
+raw.cpu.implementer=0x41
+raw.cpu.processor=1
+raw.cpu.hypervisor=1
+raw.cpu_online=0-3,6,8-9
+";
+        let env = parse_probe("t", "ssh", out);
+        assert_eq!(env.os_id, "openEuler");
+        assert_eq!(env.os_version, "22.03");
+        assert_eq!(env.os_name, "openEuler 22.03 (LTS-SP3)");
+        assert_eq!(env.libc, "glibc 2.34");
+        // The first processor's implementer wins.
+        assert_eq!(env.cpu_model, "HiSilicon Kunpeng-920");
+        assert_eq!(env.cpu_vendor, "HiSilicon");
+        assert_eq!(env.extra["cpu_part"], "0x48:0xd01");
+        assert_eq!(env.cores, 7);
+        assert_eq!(env.extra["virt"], "vm");
+        // Raw facts are consumed, not stored as extras.
+        assert!(
+            env.extra.keys().all(|k| !k.starts_with("raw")),
+            "{:?}",
+            env.extra
+        );
+        // Fields the output set are kept; debian_version only fills a missing VERSION_ID.
+        let env = parse_probe(
+            "t",
+            "ssh",
+            "os_version=9\nraw.debian_version=12.7\nraw.cpu_online=0-x\n",
+        );
+        assert_eq!(env.os_version, "9");
+        assert_eq!(env.cores, 0);
+        let env = parse_probe("t", "ssh", "raw.debian_version=12.7\nraw.cpu_online=5\n");
+        assert_eq!(env.os_version, "12.7");
+        assert_eq!(env.cores, 1);
     }
 
     /// The script itself, run by this machine's `/bin/sh`: every line is `key=value`.

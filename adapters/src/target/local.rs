@@ -2,7 +2,7 @@
 //! its own, so that a timeout, a cancel or a normal exit can take down everything it started.
 
 use super::{ExecOutput, ExecRequest, Target, TargetError};
-use crate::env_probe::{PROBE_SCRIPT, parse_probe};
+use crate::env_probe::{environment_from, probe_request};
 use adaptest_reports::Environment;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
@@ -18,8 +18,6 @@ use super::process_linux::{kill_group, kill_tree};
 /// How long the pipes of a finished command are still read after its process group was killed.
 /// A process that left the group (`setsid`) may hold them open for ever; we stop waiting then.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How long the environment probe may run.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size for stdout and stderr.
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -98,24 +96,9 @@ impl Target for LocalTarget {
 
     async fn environment(&self) -> Result<Environment, TargetError> {
         let out = self
-            .exec(
-                ExecRequest::new(PROBE_SCRIPT, PROBE_TIMEOUT),
-                &CancellationToken::new(),
-            )
+            .exec(probe_request(), &CancellationToken::new())
             .await?;
-        if out.timed_out || out.exit_code != Some(0) || out.stdout.is_empty() {
-            return Err(TargetError::Environment {
-                target: self.id.clone(),
-                reason: format!(
-                    "the probe failed (exit {:?}, signal {:?}, timed out: {}): {}",
-                    out.exit_code,
-                    out.signal,
-                    out.timed_out,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
-        let env = parse_probe(&self.id, self.kind(), &String::from_utf8_lossy(&out.stdout));
+        let env = environment_from(&self.id, self.kind(), &out)?;
         // sysinfo reads /proc synchronously: keep it off the async workers.
         tokio::task::spawn_blocking(move || refine_with_sysinfo(env))
             .await
