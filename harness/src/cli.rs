@@ -390,6 +390,7 @@ async fn run_plan(
     let _ = tx.send(Event::RunFinished {
         run_dir: dir.display().to_string(),
         summary: results.summary.clone(),
+        verdict: results.certification.verdict,
         exit_code: code,
     });
     drop(tx);

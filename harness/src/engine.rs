@@ -129,6 +129,8 @@ impl Target for Unavailable {
 
 struct TargetSlot {
     target: Arc<dyn Target>,
+    /// The plan's `timeout_factor`, else the target's own (asked once it has started).
+    timeout_factor: Option<f64>,
     slots: Semaphore,
     env: OnceCell<Result<Environment, String>>,
     commands: tokio::sync::Mutex<HashMap<String, bool>>,
@@ -147,6 +149,33 @@ struct PairSlot {
     /// Suites of this pair not finished yet; the last one tears the component down.
     remaining: std::sync::atomic::AtomicUsize,
     version: OnceCell<Option<String>>,
+    /// Held for the whole of each combination of this pair when its component is a database
+    /// that other pairs of the run also reach (the same server and database, e.g. through a
+    /// driver and through `psql`): suites create fixed table names, so they take turns.
+    database: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Which database a SQL component reaches, as far as the plan tells: the same key means the
+/// same tables. `None` for other components, and for SQLite without a `path` (each component
+/// gets a scratch file of its own).
+fn database_key(target: &str, spec: &crate::spec::ComponentSpec) -> Option<String> {
+    let kind = adaptest_adapters::component::component_kind(&spec.kind)?;
+    if !kind.capabilities.contains(&"sql") {
+        return None;
+    }
+    let c = &spec.config;
+    if let Some(path) = &c.path {
+        return Some(format!("{target}|file|{}", path.display()));
+    }
+    let port = c.port.or(kind.default_port)?;
+    let host = match c.host.as_deref().unwrap_or("127.0.0.1") {
+        "localhost" | "127.0.0.1" | "::1" | "[::1]" => "loopback",
+        h => h,
+    };
+    Some(format!(
+        "{target}|{host}|{port}|{}",
+        c.database.as_deref().unwrap_or("")
+    ))
 }
 
 struct Ctx {
@@ -209,6 +238,7 @@ pub async fn execute(
             t.id.clone(),
             TargetSlot {
                 target: make_target(t, &target_ctx),
+                timeout_factor: t.timeout_factor,
                 slots: Semaphore::new(slots),
                 env: OnceCell::new(),
                 commands: tokio::sync::Mutex::new(HashMap::new()),
@@ -216,6 +246,7 @@ pub async fn execute(
         );
     }
     let mut pairs: HashMap<(String, String), Arc<PairSlot>> = HashMap::new();
+    let mut databases: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
     let is_lifecycle = |c: &Combination| c.suite.id == crate::spec::plan::LIFECYCLE_SUITE;
     let is_pending = |c: &Combination| {
         c.suite
@@ -255,6 +286,12 @@ pub async fn execute(
                 setup: OnceCell::new(),
                 remaining: std::sync::atomic::AtomicUsize::new(0),
                 version: OnceCell::new(),
+                database: database_key(&combo.target, spec).map(|k| {
+                    databases
+                        .entry(k)
+                        .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                        .clone()
+                }),
             })
         });
         pair.remaining.fetch_add(1, Ordering::Relaxed);
@@ -347,7 +384,13 @@ async fn target_env(ctx: &Ctx, target_id: &str) -> Result<Environment, String> {
         .get_or_init(|| async {
             let res: Result<Environment, TargetError> = async {
                 slot.target.start().await?;
-                slot.target.environment().await
+                let mut env = slot.target.environment().await?;
+                let factor = timeout_factor(slot).await;
+                if factor != 1.0 {
+                    env.extra
+                        .insert("timeout_factor".into(), format!("{factor}"));
+                }
+                Ok(env)
             }
             .await;
             match res {
@@ -445,6 +488,11 @@ async fn run_combination_inner(
     pair: Option<&PairSlot>,
 ) -> Result<(), EngineError> {
     let slot = &ctx.targets[&combo.target];
+    // The database first, then a slot: a combination waiting for its database holds no slot.
+    let _database = match pair.and_then(|p| p.database.as_ref()) {
+        Some(m) => Some(m.lock().await),
+        None => None,
+    };
     let _permit = slot.slots.acquire().await.expect("semaphore never closed");
     if ctx.stopping() {
         return Ok(());
@@ -520,10 +568,18 @@ async fn run_combination_inner(
                 capabilities.join(", ")
             )
         });
+        let factor = timeout_factor(&ctx.targets[&combo.target]).await;
         for case in &pending {
             if ctx.stopping() {
                 break;
             }
+            let scaled;
+            let case = if factor == 1.0 {
+                *case
+            } else {
+                scaled = scale_timeout(case, factor);
+                &scaled
+            };
             if let Some(why) = not_offered
                 .clone()
                 .or_else(|| unmet(&case.requires, &env, &commands, &capabilities))
@@ -655,15 +711,15 @@ async fn run_case(
                     Ok(s) => s,
                     Err(e) => return CaseOutcome::from_error(&e, ""),
                 };
-                let (name, script) = sql.for_engine(&combo.component_kind);
-                let r = tokio::select! {
-                    r = kinds::sql::run_slt(session.as_mut(), &combo.component_kind, &name, script) => r,
+                let (name, r) = tokio::select! {
+                    r = kinds::sql::run_case(session.as_mut(), &combo.component_kind, sql) => r,
                     () = ctx.cancel.cancelled() => return CaseOutcome::cancelled(),
                 };
                 let _ = session.close().await;
                 let mut o = match r {
                     Ok(()) => CaseOutcome::passed(),
-                    Err(why) => CaseOutcome::failed(why),
+                    Err(f) if f.infra => CaseOutcome::error(f.message),
+                    Err(f) => CaseOutcome::failed(f.message),
                 };
                 o.log = format!("sqllogictest {name} on {}\n", combo.component_kind);
                 o
@@ -789,6 +845,21 @@ async fn component_endpoint(
     ))
 }
 
+/// The factor case timeouts on this target are multiplied by.
+async fn timeout_factor(slot: &TargetSlot) -> f64 {
+    match slot.timeout_factor {
+        Some(f) => f,
+        None => slot.target.timeout_factor().await,
+    }
+}
+
+/// `case` with its timeout multiplied by `factor` (a slow, emulated target).
+fn scale_timeout(case: &Case, factor: f64) -> Case {
+    let mut c = case.clone();
+    c.timeout = case.timeout.mul_f64(factor);
+    c
+}
+
 /// Ask the component for its version once per pair (for the environment and the reports).
 async fn note_version(pair: &PairSlot, adapter: &dyn Component, endpoint: &Endpoint) {
     pair.version
@@ -822,6 +893,7 @@ async fn lifecycle_step(
     let Action::Run(run) = &case.action else {
         return Ok(true);
     };
+    let case = &scale_timeout(case, timeout_factor(&ctx.targets[&pair.target]).await);
     let target = ctx.targets[&pair.target].target.clone();
     let started = Instant::now();
     let vars = vec![

@@ -1,7 +1,7 @@
 //! Run events and how they are shown: progress bars on a terminal, plain lines in a pipe, or a
 //! JSON event stream (`--format json`).
 
-use adaptest_reports::{Level, Status, Summary};
+use adaptest_reports::{Level, Status, Summary, Verdict};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -43,6 +43,9 @@ pub enum Event {
     RunFinished {
         run_dir: String,
         summary: Summary,
+        /// The run's certification verdict (`certified`, `certified_with_notes`,
+        /// `not_certified`).
+        verdict: Verdict,
         exit_code: i32,
     },
 }
@@ -198,6 +201,7 @@ pub fn human_line(ev: &Event) -> Option<String> {
             run_dir,
             summary: s,
             exit_code,
+            ..
         } => format!(
             "{} case(s): {} passed, {} failed, {} flaky, {} error, {} skipped, {} not run; exit code {exit_code}\nresults: {run_dir}",
             s.total, s.passed, s.failed, s.flaky, s.error, s.skipped, s.not_run

@@ -170,6 +170,8 @@ fn json_event_stream_is_one_object_per_line() {
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
     assert_eq!(events.last().unwrap()["exit_code"], 1);
+    // A mandatory case failed: the stream says so without reading results.json.
+    assert_eq!(events.last().unwrap()["verdict"], "not_certified");
     let finished = events
         .iter()
         .filter(|e| e["event"] == "case_finished")

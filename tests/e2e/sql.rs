@@ -4,10 +4,10 @@
 //! not listening give clear failures naming the cause, never a hang; and a password given to a
 //! component appears in no file of the run directory.
 
-use crate::util::{Sandbox, case_statuses, free_port, results};
-use serde_json::Value;
+use crate::servers::{MariaUser, PasswordPg, mariadb};
+use crate::util::{Run, Sandbox, case_rows, case_statuses, free_port, results};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// A plan with these `[[component]]` blocks (TOML bodies, `id` first) and the given suites.
@@ -51,47 +51,20 @@ const LITECLI: &str = "id = \"litecli\"\nkind = \"sqlite-cli\"";
 /// suite's fixed table names meet no other test running `db.sql-core` at the same time (the
 /// loopback plan uses `test`).
 fn own_databases(name: &str) {
-    let exists = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-        ])
-        .arg(format!(
-            "select 1 from pg_database where datname = '{name}'"
-        ))
-        .output()
-        .unwrap();
+    let exists = psql(
+        &["-A", "-t"],
+        &format!("select 1 from pg_database where datname = '{name}'"),
+    );
     assert!(
         exists.status.success(),
         "{}",
         String::from_utf8_lossy(&exists.stderr)
     );
     if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-c",
-            ])
-            .arg(format!(
-                "create database {name} encoding 'UTF8' template template0"
-            ))
-            .output()
-            .unwrap();
+        let out = psql(
+            &["-q"],
+            &format!("create database {name} encoding 'UTF8' template template0"),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         // (another test may have just created it)
         assert!(
@@ -104,20 +77,14 @@ fn own_databases(name: &str) {
     ));
 }
 
-/// Every case of the run: (combination, case, status, reason).
-fn cases(results: &Value) -> Vec<(String, String, String, String)> {
-    let mut out = Vec::new();
-    for c in results["combinations"].as_array().unwrap() {
-        for k in c["cases"].as_array().unwrap() {
-            out.push((
-                c["id"].as_str().unwrap().to_string(),
-                k["id"].as_str().unwrap().to_string(),
-                k["status"].as_str().unwrap().to_string(),
-                k["reason"].as_str().unwrap_or("").to_string(),
-            ));
-        }
-    }
-    out
+/// `psql -X <flags>` running `sql` on this machine's PostgreSQL (database `test`, as `postgres`).
+fn psql(flags: &[&str], sql: &str) -> Output {
+    Command::new("psql")
+        .arg("-X")
+        .args(flags)
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", sql])
+        .output()
+        .unwrap()
 }
 
 /// Cases not in `want` status, for a readable assertion.
@@ -137,7 +104,7 @@ fn sql_core_passes_on_postgres_mariadb_and_sqlite_through_their_drivers() {
     sb.write("plan.toml", &plan(&[&pg, &maria, LITE], &["db.sql-core"]));
     sb.run(&["run", "--plan", "plan.toml"]).expect_code(0);
     let r = results(&sb.run_dir());
-    let all = cases(&r);
+    let all = case_rows(&r);
     assert_eq!(all.len(), 3 * 16, "{all:?}");
     assert!(
         not_status(&all, "passed").is_empty(),
@@ -163,7 +130,7 @@ fn sql_core_passes_through_psql_mysql_and_sqlite3_on_the_target() {
     );
     sb.run(&["run", "--plan", "plan.toml"]).expect_code(0);
     let r = results(&sb.run_dir());
-    let all = cases(&r);
+    let all = case_rows(&r);
     assert_eq!(all.len(), 3 * 16, "{all:?}");
     for c in &all {
         if c.1 == "isolation" {
@@ -173,6 +140,43 @@ fn sql_core_passes_through_psql_mysql_and_sqlite3_on_the_target() {
         } else {
             assert_eq!(c.2, "passed", "{c:?}");
         }
+    }
+}
+
+/// Two components reaching the same database (PostgreSQL through the driver and through `psql`)
+/// in one run: `db.sql-core` creates fixed table names, so their combinations take turns (the
+/// run has slots for both at once) and both pass instead of tripping over each other's tables.
+#[test]
+fn components_sharing_a_database_take_turns() {
+    own_databases("adaptest_e2e_shared");
+    let driver = component("pgdrv", "postgres", "adaptest_e2e_shared");
+    let client = component("pgcli", "psql", "adaptest_e2e_shared");
+    let sb = Sandbox::new();
+    sb.write("plan.toml", &plan(&[&driver, &client], &["db.sql-core"]));
+    let run = sb.run(&[
+        "run",
+        "--plan",
+        "plan.toml",
+        "--jobs",
+        "2",
+        "--format",
+        "json",
+    ]);
+    run.expect_code(0);
+    // The order cases finished in: all of one combination, then all of the other.
+    let order: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON event per line"))
+        .filter(|e| e["event"] == "case_finished")
+        .map(|e| e["combination"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order.len(), 2 * 16, "{order:?}");
+    let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "the two combinations interleaved: {order:?}");
+    let r = results(&sb.run_dir());
+    for c in case_rows(&r) {
+        assert!(c.2 == "passed" || c.1 == "isolation", "{c:?}");
     }
 }
 
@@ -199,143 +203,24 @@ steps = [ { op = "sql.query", sql = "select 1 as one", expect = { rows = [["1"]]
 
 const AUTH_SLT: &str = "query I\nselect 40 + 2\n----\n42\n";
 
-/// A throwaway PostgreSQL cluster that asks for passwords (this machine's server trusts local
-/// connections, so it cannot reject one): initdb as `postgres` into a scratch directory, on a
-/// free port of 127.0.0.1; stopped (by its own pg_ctl) and removed on drop.
-struct PasswordPg {
-    dir: PathBuf,
-    port: u16,
+/// A sandbox whose plan runs the `e2e.sql-auth` suite on these components.
+fn auth_sandbox(components: &[String]) -> Sandbox {
+    let components: Vec<&str> = components.iter().map(String::as_str).collect();
+    let sb = Sandbox::new();
+    sb.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
+    sb.write("suites/auth.toml", AUTH_SUITE);
+    sb.write("suites/auth.slt", AUTH_SLT);
+    sb
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl PasswordPg {
-    fn start(password: &str) -> PasswordPg {
-        let dir = std::env::temp_dir().join(format!(
-            "adaptest-e2e-pwpg-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pw"), password).unwrap();
-        assert!(
-            Command::new("chown")
-                .arg("-R")
-                .arg("postgres:postgres")
-                .arg(&dir)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let data = dir.join("data").display().to_string();
-        let pwfile = dir.join("pw").display().to_string();
-        as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            &data,
-            "-U",
-            "postgres",
-            "-A",
-            "scram-sha-256",
-            "--pwfile",
-            &pwfile,
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]);
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.display()
-        );
-        let log = dir.join("log").display().to_string();
-        as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &data,
-            "-o",
-            &opts,
-            "-l",
-            &log,
-            "-w",
-            "start",
-        ]);
-        PasswordPg { dir, port }
-    }
-}
-
-fn as_postgres(args: &[&str]) {
-    let out = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Drop for PasswordPg {
-    fn drop(&mut self) {
-        let data = self.dir.join("data").display().to_string();
-        let _ = Command::new("runuser")
-            .args([
-                "-u",
-                "postgres",
-                "--",
-                &format!("{PG_BIN}/pg_ctl"),
-                "-D",
-                &data,
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Run SQL on this machine's MariaDB as root.
-fn mariadb(sql: &str) {
-    let out = Command::new("mysql")
-        .args(["-h", "127.0.0.1", "-u", "root", "test", "-e", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A MariaDB user with a password, dropped on drop.
-struct MariaUser;
-
-impl MariaUser {
-    fn create(password: &str) -> MariaUser {
-        mariadb("drop user if exists 'adaptest_e2e_auth'@'%', 'adaptest_e2e_auth'@'localhost'");
-        for host in ["%", "localhost"] {
-            mariadb(&format!(
-                "create user 'adaptest_e2e_auth'@'{host}' identified by '{password}'"
-            ));
-            mariadb(&format!(
-                "grant select on test.* to 'adaptest_e2e_auth'@'{host}'"
-            ));
-        }
-        MariaUser
-    }
-}
-
-impl Drop for MariaUser {
-    fn drop(&mut self) {
-        let _ = Command::new("mysql")
-            .args(["-h", "127.0.0.1", "-u", "root", "-e"])
-            .arg("drop user if exists 'adaptest_e2e_auth'@'%', 'adaptest_e2e_auth'@'localhost'")
-            .output();
-    }
+/// Run an [`auth_sandbox`] with `password` where its components read it (`password_env`).
+fn run_with_password(sb: &Sandbox, password: &str, extra: &[&str]) -> Run {
+    Run::from(
+        sb.own_suites_cmd(extra)
+            .env("ADAPTEST_E2E_SQL_PW", password)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// Every file under `dir` that contains `needle`.
@@ -364,7 +249,7 @@ const PASSWORD: &str = "S3cr3t-adaptest-e2e-7c41d";
 #[test]
 fn a_wrong_password_says_authentication_failed_and_no_password_reaches_the_run_directory() {
     let pg = PasswordPg::start(PASSWORD);
-    let _user = MariaUser::create(PASSWORD);
+    let _user = MariaUser::create("adaptest_e2e_auth", PASSWORD);
     let components = [
         format!(
             "id = \"pg\"\nkind = \"postgres\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"",
@@ -377,25 +262,10 @@ fn a_wrong_password_says_authentication_failed_and_no_password_reaches_the_run_d
         "id = \"maria\"\nkind = \"mariadb\"\nuser = \"adaptest_e2e_auth\"\ndatabase = \"test\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"".to_string(),
         "id = \"mariacli\"\nkind = \"mysql-cli\"\nuser = \"adaptest_e2e_auth\"\ndatabase = \"test\"\npassword_env = \"ADAPTEST_E2E_SQL_PW\"".to_string(),
     ];
-    let components: Vec<&str> = components.iter().map(String::as_str).collect();
 
     // the right password: everything passes
-    let good = Sandbox::new();
-    good.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
-    good.write("suites/auth.toml", AUTH_SUITE);
-    good.write("suites/auth.slt", AUTH_SLT);
-    let run = good
-        .cmd(&["run", "--plan", "plan.toml", "--suites", "suites"])
-        .env("ADAPTEST_E2E_SQL_PW", PASSWORD)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let good = auth_sandbox(&components);
+    run_with_password(&good, PASSWORD, &[]).expect_code(0);
     let statuses = case_statuses(&results(&good.run_dir()));
     assert_eq!(statuses.len(), 8, "{statuses:?}");
     assert!(statuses.iter().all(|s| s.2 == "passed"), "{statuses:?}");
@@ -403,41 +273,22 @@ fn a_wrong_password_says_authentication_failed_and_no_password_reaches_the_run_d
 
     // a wrong one: every case fails fast, saying why, and shows neither password
     let wrong = format!("{PASSWORD}-wrong");
-    let bad = Sandbox::new();
-    bad.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
-    bad.write("suites/auth.toml", AUTH_SUITE);
-    bad.write("suites/auth.slt", AUTH_SLT);
+    let bad = auth_sandbox(&components);
     let started = Instant::now();
-    let run = bad
-        .cmd(&[
-            "run",
-            "--plan",
-            "plan.toml",
-            "--suites",
-            "suites",
-            "--format",
-            "json",
-        ])
-        .env("ADAPTEST_E2E_SQL_PW", &wrong)
-        .output()
-        .unwrap();
+    let run = run_with_password(&bad, &wrong, &["--format", "json"]);
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
     );
-    assert_ne!(run.status.code(), Some(0));
-    let all = cases(&results(&bad.run_dir()));
+    assert_ne!(run.code, 0);
+    let all = case_rows(&results(&bad.run_dir()));
     assert_eq!(all.len(), 8, "{all:?}");
     for c in &all {
         assert!(matches!(c.2.as_str(), "error" | "failed"), "{c:?}");
         assert!(c.3.contains("authentication failed"), "{c:?}");
     }
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let out = format!("{}{}", run.stdout, run.stderr);
     assert!(!out.contains(PASSWORD), "the password is in the output");
     let leaks = files_containing(&bad.run_dir(), PASSWORD);
     assert!(leaks.is_empty(), "the password is in {leaks:?}");
@@ -449,26 +300,22 @@ fn a_wrong_password_says_authentication_failed_and_no_password_reaches_the_run_d
 #[test]
 fn a_server_that_is_not_listening_is_connection_refused_not_a_hang() {
     let port = free_port();
-    let sb = Sandbox::new();
     let components = [
         format!("id = \"pg\"\nkind = \"postgres\"\nport = {port}\nuser = \"postgres\""),
         format!("id = \"maria\"\nkind = \"mariadb\"\nport = {port}\nuser = \"root\""),
         format!("id = \"pgcli\"\nkind = \"psql\"\nport = {port}\nuser = \"postgres\""),
         format!("id = \"mariacli\"\nkind = \"mysql-cli\"\nport = {port}\nuser = \"root\""),
     ];
-    let components: Vec<&str> = components.iter().map(String::as_str).collect();
-    sb.write("plan.toml", &plan(&components, &["e2e.sql-auth"]));
-    sb.write("suites/auth.toml", AUTH_SUITE);
-    sb.write("suites/auth.slt", AUTH_SLT);
+    let sb = auth_sandbox(&components);
     let started = Instant::now();
-    let run = sb.run(&["run", "--plan", "plan.toml", "--suites", "suites"]);
+    let run = sb.run_own_suites(&[]);
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
     );
     assert_ne!(run.code, 0, "{}", run.stdout);
-    let all = cases(&results(&sb.run_dir()));
+    let all = case_rows(&results(&sb.run_dir()));
     assert_eq!(all.len(), 8, "{all:?}");
     for c in &all {
         assert!(matches!(c.2.as_str(), "error" | "failed"), "{c:?}");

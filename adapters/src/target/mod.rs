@@ -126,6 +126,13 @@ pub trait Target: Send + Sync {
     /// Release the target (shut a VM down, close a connection). Idempotent.
     async fn stop(&self) -> Result<(), TargetError>;
 
+    /// How much slower than a real machine of its kind this target runs commands: case
+    /// timeouts are multiplied by it (as LTP's `LTP_TIMEOUT_MUL`). 1 for real machines; an
+    /// emulated target answers more (qemu-user 3, qemu-system under TCG 4). Known once started.
+    async fn timeout_factor(&self) -> f64 {
+        1.0
+    }
+
     /// An address on the harness's side that reaches TCP `port` on the target (the target
     /// forwards it when it is not the local host). Component adapters connect here.
     async fn connect_addr(&self, port: u16) -> Result<std::net::SocketAddr, TargetError> {

@@ -31,20 +31,17 @@ use super::{
     ConfigProblem, ExecOutput, ExecRequest, KNOWN_ARCHES, Target, TargetConfig, TargetContext,
     TargetError, canonical_arch, shell_quote,
 };
-use crate::env_probe::{PROBE_SCRIPT, parse_probe};
+use crate::env_probe::{environment_from, probe_request};
 use adaptest_reports::Environment;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex as StdMutex;
-use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// How long the environment probe may run (everything in it is emulated).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 /// `PATH` inside the root.
 const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Variables passed from the harness's environment into the root (a login would set these).
@@ -522,28 +519,17 @@ impl Target for QemuUserTarget {
         self.run((&mode, &root), req, cancel).await
     }
 
+    /// Every instruction is translated: commands run several times slower than natively.
+    async fn timeout_factor(&self) -> f64 {
+        3.0
+    }
+
     async fn environment(&self) -> Result<Environment, TargetError> {
         let (mode, root) = self.running().await?;
         let out = self
-            .run(
-                (&mode, &root),
-                ExecRequest::new(PROBE_SCRIPT, PROBE_TIMEOUT),
-                &CancellationToken::new(),
-            )
+            .run((&mode, &root), probe_request(), &CancellationToken::new())
             .await?;
-        if out.timed_out || out.exit_code != Some(0) || out.stdout.is_empty() {
-            return Err(TargetError::Environment {
-                target: self.id.clone(),
-                reason: format!(
-                    "the probe failed (exit {:?}, signal {:?}, timed out: {}): {}",
-                    out.exit_code,
-                    out.signal,
-                    out.timed_out,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
-        let mut env = parse_probe(&self.id, self.kind(), &String::from_utf8_lossy(&out.stdout));
+        let mut env = environment_from(&self.id, self.kind(), &out)?;
         env.extra
             .insert("qemu_user_mode".into(), mode.name().into());
         env.extra

@@ -23,21 +23,79 @@ pub async fn run_slt(
     engine: &str,
     name: &str,
     script: &str,
-) -> Result<(), String> {
+) -> Result<(), SltFailure> {
+    let labels = labels_of(session, engine).await;
+    run_slt_labelled(session, engine, &labels, name, script).await
+}
+
+/// Run an `sql` case: the script variant of the first of the component's labels that has one
+/// (`x.mariadb.slt`, else `x.mysql.slt` for a MariaDB component), else the base script.
+/// Returns the file name that ran, and how.
+pub async fn run_case(
+    session: &mut dyn Session,
+    engine: &str,
+    sql: &crate::spec::kinds::SqlAction,
+) -> (String, Result<(), SltFailure>) {
+    let labels = labels_of(session, engine).await;
+    let (name, script) = sql.for_labels(&labels);
+    let r = run_slt_labelled(session, engine, &labels, &name, script).await;
+    (name, r)
+}
+
+/// Why a script did not pass: `infra` when the component went away (connection lost, target
+/// unreachable), which is an `error` of the case rather than a failure of the product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SltFailure {
+    pub message: String,
+    pub infra: bool,
+}
+
+impl SltFailure {
+    fn failed(message: String) -> Self {
+        SltFailure {
+            message,
+            infra: false,
+        }
+    }
+}
+
+impl std::fmt::Display for SltFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::ops::Deref for SltFailure {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+async fn run_slt_labelled(
+    session: &mut dyn Session,
+    engine: &str,
+    labels: &[String],
+    name: &str,
+    script: &str,
+) -> Result<(), SltFailure> {
     let records = parse_with_name::<DefaultColumnType>(script, name).map_err(|e| {
-        format!(
+        SltFailure::failed(format!(
             "{}:{}: cannot parse: {}",
             e.location().file(),
             e.location().line(),
             e.kind()
-        )
+        ))
     })?;
     for r in &records {
         if let Some((loc, why)) = refused(r) {
-            return Err(format!("{}:{}: {why}", loc.file(), loc.line()));
+            return Err(SltFailure::failed(format!(
+                "{}:{}: {why}",
+                loc.file(),
+                loc.line()
+            )));
         }
     }
-    let labels = labels_of(session, engine).await;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let mut db = Some(SessionDb {
         session,
@@ -49,7 +107,7 @@ pub async fn run_slt(
         let db = db.take();
         async move { db.ok_or_else(|| SltError::new("an sql case has one connection", None)) }
     });
-    for l in &labels {
+    for l in labels {
         runner.add_label(l);
     }
     for record in records {
@@ -68,14 +126,17 @@ pub async fn run_slt(
         };
         let res = runner.run_async(record).await;
         // A lost connection is never what a record expected, even `statement error`.
-        if let Some(fatal) = shared.lock().expect("not poisoned").fatal.take() {
+        if let Some((fatal, infra)) = shared.lock().expect("not poisoned").fatal.take() {
             let at = loc
                 .map(|l| format!("{}:{}: ", l.file(), l.line()))
                 .unwrap_or_default();
-            return Err(format!("{at}{fatal}"));
+            return Err(SltFailure {
+                message: format!("{at}{fatal}"),
+                infra,
+            });
         }
         if let Err(e) = res {
-            return Err(one_line(&e));
+            return Err(SltFailure::failed(one_line(&e)));
         }
     }
     Ok(())
@@ -224,8 +285,9 @@ enum Mode {
 #[derive(Debug, Default)]
 struct Shared {
     mode: Mode,
-    /// An infrastructure failure (connection lost, unsupported operation): ends the script.
-    fatal: Option<String>,
+    /// A failure that is not the server's answer (connection lost, unsupported operation): ends
+    /// the script. The flag: infrastructure (see [`super::is_infra`]).
+    fatal: Option<(String, bool)>,
 }
 
 /// The session, as sqllogictest's database.
@@ -310,7 +372,8 @@ impl AsyncDB for SessionDb<'_> {
             }
             Err(e) => {
                 let m = crate::engine::error_chain(&e);
-                self.shared.lock().expect("not poisoned").fatal = Some(m.clone());
+                self.shared.lock().expect("not poisoned").fatal =
+                    Some((m.clone(), super::is_infra(&e)));
                 Err(SltError::new(m, None))
             }
         }
@@ -422,7 +485,7 @@ mod tests {
         }
     }
 
-    async fn run(script: &str) -> (Result<(), String>, Vec<(String, String)>) {
+    async fn run(script: &str) -> (Result<(), SltFailure>, Vec<(String, String)>) {
         let mut s = Fake { calls: Vec::new() };
         let r = run_slt(&mut s, "fakedb", "t.slt", script).await;
         (r, s.calls)
@@ -487,7 +550,14 @@ mod tests {
             e.starts_with("t.slt:1: connection to component `db` lost"),
             "{e}"
         );
+        assert!(
+            e.infra,
+            "a lost connection is an infrastructure error: {e:?}"
+        );
         assert_eq!(calls.len(), 1);
+        // What the server answered is the product's failure, not infrastructure.
+        let (r, _) = run("statement ok\nboom 1\n").await;
+        assert!(!r.unwrap_err().infra);
     }
 
     #[tokio::test]

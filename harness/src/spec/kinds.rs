@@ -21,10 +21,21 @@ pub struct SqlAction {
 impl SqlAction {
     /// The script for `engine` and the name to report it under.
     pub fn for_engine(&self, engine: &str) -> (String, &str) {
-        match self.variants.get(engine) {
-            Some(s) => (variant_name(&self.file, engine), s),
-            None => (self.file.clone(), &self.script),
-        }
+        self.for_labels(&[engine])
+    }
+
+    /// The script of the first label with a variant (a component's labels run from its kind to
+    /// its dialect: `mariadb`, `mysql`, `driver`), else the base script; and its name.
+    pub fn for_labels<S: AsRef<str>>(&self, labels: &[S]) -> (String, &str) {
+        labels
+            .iter()
+            .find_map(|l| {
+                let l = l.as_ref();
+                self.variants
+                    .get(l)
+                    .map(|s| (variant_name(&self.file, l), s.as_str()))
+            })
+            .unwrap_or_else(|| (self.file.clone(), &self.script))
     }
 }
 
@@ -248,4 +259,40 @@ pub fn load_sql(source: &Source, file: &str) -> Result<SqlAction, String> {
         script,
         variants,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_follow_the_component_labels_in_order() {
+        let sql = SqlAction {
+            file: "sql/output.slt".into(),
+            script: "base".into(),
+            variants: BTreeMap::from([
+                ("mysql".to_string(), "my".to_string()),
+                ("postgres".to_string(), "pg".to_string()),
+                ("mariadb".to_string(), "maria".to_string()),
+            ]),
+        };
+        // The kind's own variant first, then the dialect's.
+        assert_eq!(
+            sql.for_labels(&["mariadb", "mysql", "driver"]),
+            ("sql/output.mariadb.slt".to_string(), "maria")
+        );
+        assert_eq!(
+            sql.for_labels(&["tidb", "mysql", "driver"]),
+            ("sql/output.mysql.slt".to_string(), "my")
+        );
+        assert_eq!(
+            sql.for_labels(&["psql", "postgres", "cli"]),
+            ("sql/output.postgres.slt".to_string(), "pg")
+        );
+        assert_eq!(
+            sql.for_labels(&["sqlite", "sqlite", "driver"]),
+            ("sql/output.slt".to_string(), "base")
+        );
+        assert_eq!(sql.for_engine("postgres").1, "pg");
+    }
 }

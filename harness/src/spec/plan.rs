@@ -70,6 +70,9 @@ struct TargetSpecRaw {
     kind: Spanned<String>,
     /// How many combinations may run on this target at once.
     slots: Option<Spanned<u32>>,
+    /// Case timeouts are multiplied by this (default: the target kind's own, e.g. 4 for a
+    /// qemu-system guest under TCG).
+    timeout_factor: Option<Spanned<f64>>,
     #[serde(default)]
     description: String,
     arch: Option<Spanned<String>>,
@@ -265,6 +268,8 @@ pub struct TargetSpec {
     pub id: String,
     pub kind: String,
     pub slots: Option<u32>,
+    /// Multiplies case timeouts; `None`: the target kind's own factor.
+    pub timeout_factor: Option<f64>,
     pub description: String,
     /// Everything the adapter needs, paths resolved.
     pub config: TargetConfig,
@@ -443,10 +448,20 @@ pub fn parse_plan(
                 "slots must be at least 1",
             ));
         }
+        if let Some(f) = &t.timeout_factor
+            && !(f.get_ref().is_finite() && *f.get_ref() > 0.0 && *f.get_ref() <= 100.0)
+        {
+            errors.push(source.error(
+                f.span(),
+                &format!("target[{i}].timeout_factor"),
+                "timeout_factor must be a number above 0 and at most 100",
+            ));
+        }
         targets.push(TargetSpec {
             id: t.id.get_ref().clone(),
             kind: kind.clone(),
             slots: t.slots.as_ref().map(|s| *s.get_ref()),
+            timeout_factor: t.timeout_factor.as_ref().map(|f| *f.get_ref()),
             description: t.description.clone(),
             config,
         });
