@@ -21,8 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Packages every image gets besides minbase: sshd (the command channel), a static busybox (the
-/// initramfs and PID 1) and kmod (so suites can load more kernel modules).
-const BASE_PACKAGES: &[&str] = &["openssh-server", "busybox-static", "kmod"];
+/// initramfs and PID 1), kmod (so suites can load more kernel modules) and tzdata (minbase has
+/// no time zone database; certification suites check Asia/Shanghai).
+const BASE_PACKAGES: &[&str] = &["openssh-server", "busybox-static", "kmod", "tzdata"];
 /// Free space left in the disk image beyond what the root file system uses.
 const DISK_HEADROOM: u64 = 3 << 30;
 
@@ -405,6 +406,24 @@ impl<'a> Builder<'a> {
             self.recipe.packages.join(",")
         );
         write_file(&r.join("etc/adaptest-image"), info.as_bytes(), 0o644)?;
+        // root's login shell: /bin/sh (dash). sshd starts every command through it, and bash
+        // (which also reads ~/.bashrc when started by sshd) is the slowest program to start on
+        // an emulated guest. `bash` is still installed for whoever wants it.
+        let passwd = r.join("etc/passwd");
+        let text = String::from_utf8_lossy(&read(&passwd)?).into_owned();
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("root:") {
+                Some(rest) if rest.ends_with(":/bin/bash") => {
+                    format!(
+                        "root:{}:/bin/sh\n",
+                        &rest[..rest.len() - ":/bin/bash".len()]
+                    )
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        write_file(&passwd, text.as_bytes(), 0o644)?;
 
         let ssh = self.work.join("ssh");
         mkdir(&ssh)?;

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Bump when the build steps change what an image contains: old images stop matching.
-pub const RECIPE_VERSION: u32 = 1;
+pub const RECIPE_VERSION: u32 = 2;
 /// Version of the `image.json` layout.
 pub const MANIFEST_FORMAT: u32 = 1;
 /// The Debian release built when none is given.
