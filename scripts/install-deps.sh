@@ -29,6 +29,14 @@ have psql || need_apt+=(postgresql-client)
 have mysql || need_apt+=(mariadb-client)
 have sqlite3 || need_apt+=(sqlite3)
 have runuser || need_apt+=(util-linux)
+# Foreign-arch payloads and guest images (scripts/build-payloads.sh, `adaptest image build`):
+# installed here, up front, because those builds run in the background side by side and two
+# apt-get runs at once would fight over apt's locks.
+pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in debootstrap cpio kmod e2fsprogs qemu-user-static binfmt-support dpkg-dev make tcl \
+  autotools-dev libc6-dev tzdata; do
+  pkg "$p" || need_apt+=("$p")
+done
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
