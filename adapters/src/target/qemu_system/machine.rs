@@ -64,8 +64,13 @@ pub(crate) struct Launch {
     pub overlay: Option<PathBuf>,
     /// Guest TCP ports forwarded from an ephemeral port on 127.0.0.1.
     pub forwards: Vec<u16>,
-    /// Restore a saved state from this file instead of booting.
+    /// Restore a saved state from this file instead of booting (`-incoming defer`: the
+    /// caller starts the load over QMP once it has set the migration capabilities).
     pub incoming: Option<PathBuf>,
+    /// Guest RAM in this file (a warm-start snapshot's RAM): `true` maps it shared (the guest
+    /// that will be saved writes its RAM into the file), `false` private (a restored guest
+    /// reads the saved RAM page by page as it touches it, and its writes never reach the file).
+    pub ram_file: Option<(PathBuf, bool)>,
 }
 
 impl Machine {
@@ -98,7 +103,24 @@ impl Machine {
             "none",
             "-no-reboot",
         ]);
-        push(&["-machine", self.machine_type()]);
+        match &l.ram_file {
+            Some((file, shared)) => {
+                push(&[
+                    "-machine",
+                    &format!("{},memory-backend=ram0", self.machine_type()),
+                ]);
+                push(&[
+                    "-object",
+                    &format!(
+                        "memory-backend-file,id=ram0,size={}M,mem-path={},share={}",
+                        self.memory_mb,
+                        opt_path(file),
+                        if *shared { "on" } else { "off" }
+                    ),
+                ]);
+            }
+            None => push(&["-machine", self.machine_type()]),
+        }
         push(&["-accel", self.accel.name()]);
         push(&["-cpu", self.cpu_model()]);
         push(&["-smp", &self.cpus.to_string()]);
@@ -167,15 +189,9 @@ impl Machine {
         a.push("virtio-net-pci,netdev=net0,id=nic0,romfile=".into());
         a.push("-device".into());
         a.push("virtio-rng-pci,id=rng0".into());
-        if let Some(state) = &l.incoming {
+        if l.incoming.is_some() {
             a.push("-incoming".into());
-            a.push(
-                format!(
-                    "exec:cat {}",
-                    crate::target::shell_quote(&state.to_string_lossy())
-                )
-                .into(),
-            );
+            a.push("defer".into());
         }
         a
     }
@@ -263,6 +279,7 @@ mod tests {
             overlay: Some("/run/x/a,b.qcow2".into()),
             forwards: vec![22, 6379],
             incoming: None,
+            ram_file: None,
         }
     }
 
@@ -282,6 +299,32 @@ mod tests {
         assert!(line.contains("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-10.0.2.15:22,hostfwd=tcp:127.0.0.1:0-10.0.2.15:6379"), "{line}");
         assert!(!line.contains("-incoming"));
         assert!(!line.contains("0.0.0.0"));
+    }
+
+    #[test]
+    fn a_snapshot_guest_keeps_its_ram_in_a_file_and_a_restore_maps_it_privately() {
+        let line = |l: &Launch| {
+            machine(Arch::Aarch64)
+                .args(l)
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut l = launch();
+        l.ram_file = Some(("/c/w/ram.bin".into(), true));
+        let save = line(&l);
+        assert!(save.contains("-machine virt,memory-backend=ram0"), "{save}");
+        assert!(
+            save.contains("memory-backend-file,id=ram0,size=512M,mem-path=/c/w/ram.bin,share=on"),
+            "{save}"
+        );
+        l.ram_file = Some(("/c/w/ram.bin".into(), false));
+        l.incoming = Some("/c/w/state.bin".into());
+        let restore = line(&l);
+        assert!(restore.contains("share=off"), "{restore}");
+        // The load starts over QMP, after the capabilities are set.
+        assert!(restore.ends_with("-incoming defer"), "{restore}");
     }
 
     #[test]

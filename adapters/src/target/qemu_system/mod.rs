@@ -779,6 +779,7 @@ impl QemuSystemTarget {
             overlay,
             forwards: self.setup.forward_ports.clone(),
             incoming,
+            ram_file: None,
         }
     }
 
@@ -826,13 +827,15 @@ impl QemuSystemTarget {
         } else {
             None
         };
-        let launch = self.launch(sock_dir, overlay.clone(), Some(snapshot.state()));
+        let mut launch = self.launch(sock_dir, overlay.clone(), Some(snapshot.state()));
+        launch.ram_file = Some((snapshot.ram(), false));
         let qemu = spawn_qemu(machine, &launch, &self.dir)
             .await
             .map_err(StartError::Fatal)?;
         let deadline = restore_started + RESTORE_TIMEOUT.min(self.setup.boot_timeout);
+        let state = snapshot.state();
         let restored = async {
-            resume_after_incoming(&qemu, deadline).await?;
+            resume_after_incoming(&qemu, &state, deadline).await?;
             wait_ready(&qemu, self.setup.ssh_port, deadline).await
         };
         match restored.await {
@@ -887,6 +890,7 @@ impl QemuSystemTarget {
             overlay,
             forwards: vec![self.setup.ssh_port],
             incoming: None,
+            ram_file: Some((warm::ram_path(sdir), true)),
         };
         let boot_started = Instant::now();
         let qemu = spawn_qemu(machine, &launch, sdir)
@@ -1403,14 +1407,22 @@ async fn ssh_banner(port: u16) -> bool {
         .unwrap_or(false)
 }
 
-/// A restored guest stays paused (the state was saved paused): wait for the incoming state to
-/// load, then `cont`.
-async fn resume_after_incoming(qemu: &Qemu, deadline: Instant) -> Result<(), String> {
+/// Load the saved device state into a QEMU started with `-incoming defer` (its RAM is the
+/// snapshot's file, so the stream skips it: `x-ignore-shared` on both sides), wait for the
+/// load, then `cont` (the state was saved paused).
+async fn resume_after_incoming(qemu: &Qemu, state: &Path, deadline: Instant) -> Result<(), String> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut q = tokio::select! {
         q = Qmp::connect(&qemu.qmp, remaining.min(Duration::from_secs(30))) => q.map_err(|e| crate_chain(&e))?,
         exit = qemu.ended() => return Err(format!("QEMU {exit} while loading the saved state")),
     };
+    q.execute("migrate-set-capabilities", Some(ignore_shared()))
+        .await
+        .map_err(|e| crate_chain(&e))?;
+    let uri = format!("exec:cat {}", super::shell_quote(&state.to_string_lossy()));
+    q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
+        .await
+        .map_err(|e| crate_chain(&e))?;
     loop {
         let st = q
             .execute("query-status", None)
@@ -1431,6 +1443,12 @@ async fn resume_after_incoming(qemu: &Qemu, deadline: Instant) -> Result<(), Str
     }
 }
 
+/// The migration capability that leaves shared RAM (the snapshot's `ram.bin`) out of the
+/// stream. Experimental in QEMU (`x-`), present since 4.0.
+fn ignore_shared() -> serde_json::Value {
+    serde_json::json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
 /// Pause the guest and write its state to `file` through QMP `migrate`.
 async fn save_state(qmp_path: &Path, file: &Path) -> Result<(), String> {
     let mut q = Qmp::connect(qmp_path, Duration::from_secs(10))
@@ -1443,6 +1461,9 @@ async fn save_state(qmp_path: &Path, file: &Path) -> Result<(), String> {
     )
     .await
     .map_err(e)?;
+    q.execute("migrate-set-capabilities", Some(ignore_shared()))
+        .await
+        .map_err(e)?;
     q.execute("stop", None).await.map_err(e)?;
     let uri = format!("exec:cat > {}", super::shell_quote(&file.to_string_lossy()));
     q.execute("migrate", Some(serde_json::json!({ "uri": uri })))

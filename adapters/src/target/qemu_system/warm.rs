@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// Bump when the way snapshots are made changes.
-pub(crate) const WARM_FORMAT: u32 = 1;
+/// Bump when the way snapshots are made changes. 2: the guest's RAM is a file of its own
+/// (`ram.bin`, mapped privately on restore) and the state holds only the devices.
+pub(crate) const WARM_FORMAT: u32 = 2;
 
 /// `warm.json`: how a snapshot was made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,9 +43,14 @@ impl Snapshot {
         disk_path(&self.dir)
     }
 
-    /// The saved RAM and device state.
+    /// The saved device state.
     pub(crate) fn state(&self) -> PathBuf {
         state_path(&self.dir)
+    }
+
+    /// The saved RAM.
+    pub(crate) fn ram(&self) -> PathBuf {
+        ram_path(&self.dir)
     }
 }
 
@@ -54,6 +60,13 @@ pub(crate) fn disk_path(dir: &Path) -> PathBuf {
 
 pub(crate) fn state_path(dir: &Path) -> PathBuf {
     dir.join("state.bin")
+}
+
+/// The saved guest's RAM: written by the guest itself while it runs (shared mapping), so the
+/// migration stream skips it (`x-ignore-shared`); a restore maps it privately and faults pages
+/// in as the guest touches them instead of copying all of them through the stream first.
+pub(crate) fn ram_path(dir: &Path) -> PathBuf {
+    dir.join("ram.bin")
 }
 
 /// The snapshot directory of `machine`.
@@ -70,7 +83,7 @@ pub(crate) fn dir(cache_dir: &Path, machine: &Machine) -> PathBuf {
 pub(crate) fn find(dir: &Path) -> Option<Snapshot> {
     let text = std::fs::read_to_string(dir.join("warm.json")).ok()?;
     let meta: WarmMeta = serde_json::from_str(&text).ok()?;
-    let ok = meta.format == WARM_FORMAT && state_path(dir).is_file();
+    let ok = meta.format == WARM_FORMAT && state_path(dir).is_file() && ram_path(dir).is_file();
     ok.then(|| Snapshot {
         dir: dir.to_path_buf(),
         meta,
