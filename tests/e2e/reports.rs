@@ -151,16 +151,7 @@ fn json_event_stream_is_one_object_per_line() {
     let sb = Sandbox::new();
     sb.write("suites/t.toml", SUITE);
     sb.write("plan.toml", &local_plan(&["t.report"]));
-    let r = sb.run(&[
-        "run",
-        "--plan",
-        "plan.toml",
-        "--suites",
-        "suites",
-        "--no-builtin",
-        "--format",
-        "json",
-    ]);
+    let r = sb.run_own_suites(&["--format", "json"]);
     r.expect_code(1);
     let events: Vec<serde_json::Value> = r
         .stdout

@@ -444,18 +444,10 @@ impl SshTarget {
         timeout: Duration,
     ) -> Result<Option<i32>, TargetError> {
         let session = self.session().await?;
-        let run = async {
-            Session::to_raw_command(session.clone(), command)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await
-        };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(st)) => Ok(st.code()),
-            Ok(Err(e)) => Err(self.channel_failed(&session, command, e).await),
-            Err(_) => Err(self.unreachable(format!(
+        match quiet_status(&session, command, timeout).await {
+            Some(Ok(st)) => Ok(st.code()),
+            Some(Err(e)) => Err(self.channel_failed(&session, command, e).await),
+            None => Err(self.unreachable(format!(
                 "`{}` did not finish within {timeout:?}",
                 super::short_command(command)
             ))),
@@ -470,22 +462,32 @@ impl SshTarget {
             pids.0,
             pids.1
         );
-        let run = async {
-            Session::to_raw_command(session.clone(), &cmd)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await
-        };
-        match tokio::time::timeout(KILL_TIMEOUT, run).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(chain(&e)),
-            Err(_) => Err(format!(
+        match quiet_status(session, &cmd, KILL_TIMEOUT).await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(chain(&e)),
+            None => Err(format!(
                 "the kill script did not finish within {KILL_TIMEOUT:?}"
             )),
         }
     }
+}
+
+/// Run `command` on `session` through the login shell with no input or output; `None` when it
+/// did not finish within `timeout`.
+async fn quiet_status(
+    session: &Arc<Session>,
+    command: &str,
+    timeout: Duration,
+) -> Option<Result<std::process::ExitStatus, openssh::Error>> {
+    let run = async {
+        Session::to_raw_command(session.clone(), command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+    };
+    tokio::time::timeout(timeout, run).await.ok()
 }
 
 /// The command line sent to the login shell for one request.
@@ -665,15 +667,7 @@ impl Drop for RemoteGuard<'_> {
                 "exec /bin/sh -c {} adaptest-kill {pid} {group}",
                 shell_quote(KILL_SCRIPT)
             );
-            let _ = tokio::time::timeout(
-                KILL_TIMEOUT,
-                Session::to_raw_command(session, &cmd)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status(),
-            )
-            .await;
+            let _ = quiet_status(&session, &cmd, KILL_TIMEOUT).await;
         });
     }
 }
