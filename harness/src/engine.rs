@@ -338,6 +338,10 @@ pub async fn execute(
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
     }
+    // Every finished case durable and reported before the run's results are assembled.
+    if let Err(e) = ctx.journal.flush() {
+        first_err.get_or_insert(e.into());
+    }
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -1117,8 +1121,9 @@ fn record(
         finished_at: now_rfc3339(),
         imported,
     };
-    ctx.journal.append(&Record::Case(rec))?;
-    let _ = ctx.events.send(Event::CaseFinished {
+    // The case counts (its event) once its record is durable; the next case runs meanwhile.
+    let events = ctx.events.clone();
+    let finished = Event::CaseFinished {
         combination: combo.id.clone(),
         case: case.id.clone(),
         level: case.level,
@@ -1126,7 +1131,10 @@ fn record(
         duration_ms,
         attempts,
         reason: o.reason,
-    });
+    };
+    ctx.journal.append_then(&Record::Case(rec), move || {
+        let _ = events.send(finished);
+    })?;
     Ok(())
 }
 

@@ -1,9 +1,14 @@
 //! The run journal: append-only JSON lines, one per finished case, made durable before the
 //! case counts as finished. Resume reads it back.
 //!
-//! Architecture invariant: a record is written with a single `write` of one whole line and
-//! `fdatasync`ed before the scheduler moves on, so a SIGKILL (or power loss) never loses a
-//! finished case, and a torn last line (a crash inside `write`) is cut off on reopen.
+//! Architecture invariant: a record is written with a single `write` of one whole line, so a
+//! SIGKILL never loses a finished case (the kernel has the line) and a torn last line (a crash
+//! inside `write`) is cut off on reopen. A case *counts* (its event, the progress, the results)
+//! only after an `fdatasync` covering its line has completed: [`Journal::append_then`] writes the
+//! line at once and leaves the sync to a thread of the journal's own, which syncs whatever has
+//! been written meanwhile in one go (group commit) and then runs the callbacks in order — so the
+//! next case runs while the disk flushes (a sync costs ~0.35 ms here, as much as a short
+//! command), and a power loss loses at most cases that were never reported finished.
 
 use adaptest_reports::{Level, Metric, Status};
 use serde::{Deserialize, Serialize};
@@ -82,6 +87,81 @@ pub enum JournalError {
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
+    syncer: Syncer,
+}
+
+/// Work for the sync thread: run once the lines written before it was queued are durable.
+type AfterSync = Box<dyn FnOnce() + Send>;
+
+/// The journal's sync thread and how to reach it.
+#[derive(Debug)]
+struct Syncer {
+    tx: Mutex<Option<std::sync::mpsc::Sender<AfterSync>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The first failed background sync: every later append reports it.
+    failed: std::sync::Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Syncer {
+    fn start(file: File) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel::<AfterSync>();
+        let failed = std::sync::Arc::new(Mutex::new(None::<std::io::Error>));
+        let failed_in = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("journal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    match file.sync_data() {
+                        Ok(()) => batch.into_iter().for_each(|after| after()),
+                        Err(e) => {
+                            let mut f = failed_in.lock().unwrap_or_else(|p| p.into_inner());
+                            f.get_or_insert(e);
+                        }
+                    }
+                }
+            })
+            .expect("spawn the journal's sync thread");
+        Syncer {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            failed,
+        }
+    }
+
+    fn failed(&self) -> Option<std::io::Error> {
+        let f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        f.as_ref()
+            .map(|e| std::io::Error::new(e.kind(), e.to_string()))
+    }
+
+    /// Queue `after`; false when the thread is gone (the journal is closing).
+    fn queue(&self, after: AfterSync) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        tx.as_ref().is_some_and(|tx| tx.send(after).is_ok())
+    }
+
+    /// Wait until everything queued so far is durable and its callbacks have run.
+    fn flush(&self) {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        if self.queue(Box::new(move || {
+            let _ = done_tx.send(());
+        })) {
+            // Err: the sync failed (the callback was dropped): `failed` says so.
+            let _ = done_rx.recv();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has synced what is queued.
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Journal {
@@ -113,23 +193,60 @@ impl Journal {
                 file.sync_data().map_err(open_err)?;
             }
         }
+        let sync_handle = file.try_clone().map_err(open_err)?;
         Ok(Journal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            syncer: Syncer::start(sync_handle),
         })
     }
 
-    /// Append one record durably.
+    /// Append one record durably (synced before this returns).
     pub fn append(&self, record: &Record) -> Result<(), JournalError> {
+        self.write_line(record)?;
+        let f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        f.sync_data().map_err(|source| self.append_err(source))
+    }
+
+    /// Append one record now and run `after` once it is durable (on the journal's sync thread,
+    /// in append order; never if the sync fails, which the next append then reports).
+    pub fn append_then(
+        &self,
+        record: &Record,
+        after: impl FnOnce() + Send + 'static,
+    ) -> Result<(), JournalError> {
+        self.write_line(record)?;
+        if !self.syncer.queue(Box::new(after)) {
+            let f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.sync_data().map_err(|source| self.append_err(source))?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every record appended so far is durable and its `after` has run.
+    pub fn flush(&self) -> Result<(), JournalError> {
+        self.syncer.flush();
+        match self.syncer.failed() {
+            Some(e) => Err(self.append_err(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn write_line(&self, record: &Record) -> Result<(), JournalError> {
+        if let Some(e) = self.syncer.failed() {
+            return Err(self.append_err(e));
+        }
         let mut line = serde_json::to_vec(record).expect("journal records serialize");
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|source| JournalError::Append {
-                path: self.path.clone(),
-                source,
-            })
+        f.write_all(&line).map_err(|source| self.append_err(source))
+    }
+
+    fn append_err(&self, source: std::io::Error) -> JournalError {
+        JournalError::Append {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -240,6 +357,34 @@ mod tests {
         j.append(&rec("c")).unwrap();
         let all = read(&p).unwrap();
         assert_eq!(all, vec![rec("a"), rec("b"), rec("c")]);
+    }
+
+    #[test]
+    fn append_then_runs_callbacks_in_order_after_the_line_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let j = Journal::open(&p).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for id in ["a", "b", "c"] {
+            let tx = tx.clone();
+            let path = p.clone();
+            j.append_then(&rec(id), move || {
+                // When a case counts, its record is in the file (and synced).
+                let ids: Vec<Record> = read(&path).unwrap();
+                tx.send((id, ids.contains(&rec(id)))).unwrap();
+            })
+            .unwrap();
+        }
+        j.flush().unwrap();
+        let seen: Vec<(&str, bool)> = rx.try_iter().collect();
+        assert_eq!(seen, [("a", true), ("b", true), ("c", true)]);
+        // Dropping the journal runs what is still queued.
+        let tx2 = tx.clone();
+        j.append_then(&rec("d"), move || tx2.send(("d", true)).unwrap())
+            .unwrap();
+        drop(j);
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [("d", true)]);
+        assert_eq!(read(&p).unwrap().len(), 4);
     }
 
     #[test]
