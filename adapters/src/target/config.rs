@@ -56,25 +56,47 @@ pub struct TargetContext {
 /// A problem with a target's configuration that only the adapter can see: (field, message).
 pub type ConfigProblem = (&'static str, String);
 
+impl TargetConfig {
+    /// Whether the plan set the kind-specific field `field`.
+    fn is_set(&self, field: &str) -> bool {
+        match field {
+            "host" => self.host.is_some(),
+            "port" => self.port.is_some(),
+            "user" => self.user.is_some(),
+            "identity_file" => self.identity_file.is_some(),
+            "ssh_options" => !self.ssh_options.is_empty(),
+            "rootfs" => self.rootfs.is_some(),
+            "image" => self.image.is_some(),
+            "kernel" => self.kernel.is_some(),
+            "initrd" => self.initrd.is_some(),
+            "disk" => self.disk.is_some(),
+            other => unreachable!("not a kind-specific target field: {other}"),
+        }
+    }
+
+    /// A problem for each of `fields` the plan set, though it belongs to another target kind
+    /// (`article` is `a` or `an`, for the message).
+    pub(crate) fn foreign_fields(
+        &self,
+        article: &str,
+        fields: &[&'static str],
+    ) -> Vec<ConfigProblem> {
+        fields
+            .iter()
+            .filter(|f| self.is_set(f))
+            .map(|&f| {
+                let message = format!("`{f}` does not apply to {article} `{}` target", self.kind);
+                (f, message)
+            })
+            .collect()
+    }
+}
+
 /// Check the kind-specific fields of a target (which are required, which make no sense).
 pub fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
     let mut out = Vec::new();
     match cfg.kind.as_str() {
-        "local" => {
-            for (field, set) in [
-                ("host", cfg.host.is_some()),
-                ("rootfs", cfg.rootfs.is_some()),
-                ("image", cfg.image.is_some()),
-                ("kernel", cfg.kernel.is_some()),
-            ] {
-                if set {
-                    out.push((
-                        field,
-                        format!("`{field}` does not apply to a `local` target"),
-                    ));
-                }
-            }
-        }
+        "local" => out.extend(cfg.foreign_fields("a", &["host", "rootfs", "image", "kernel"])),
         "ssh" => out.extend(super::ssh::validate(cfg)),
         #[cfg(target_os = "linux")]
         "qemu-user" => out.extend(super::qemu_user::validate(cfg)),

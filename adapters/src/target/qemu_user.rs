@@ -119,29 +119,20 @@ pub(super) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
         )),
         Some(_) => {}
     }
-    for (field, set) in [
-        ("host", cfg.host.is_some()),
-        ("port", cfg.port.is_some()),
-        ("user", cfg.user.is_some()),
-        ("identity_file", cfg.identity_file.is_some()),
-        ("image", cfg.image.is_some()),
-        ("kernel", cfg.kernel.is_some()),
-        ("initrd", cfg.initrd.is_some()),
-        ("disk", cfg.disk.is_some()),
-    ] {
-        if set {
-            out.push((
-                field,
-                format!("`{field}` does not apply to a `qemu-user` target"),
-            ));
-        }
-    }
-    if !cfg.ssh_options.is_empty() {
-        out.push((
+    out.extend(cfg.foreign_fields(
+        "a",
+        &[
+            "host",
+            "port",
+            "user",
+            "identity_file",
             "ssh_options",
-            "`ssh_options` does not apply to a `qemu-user` target".to_owned(),
-        ));
-    }
+            "image",
+            "kernel",
+            "initrd",
+            "disk",
+        ],
+    ));
     out
 }
 

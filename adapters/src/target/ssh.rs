@@ -232,20 +232,7 @@ pub(super) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
             ),
         ));
     }
-    for (field, set) in [
-        ("rootfs", cfg.rootfs.is_some()),
-        ("image", cfg.image.is_some()),
-        ("kernel", cfg.kernel.is_some()),
-        ("initrd", cfg.initrd.is_some()),
-        ("disk", cfg.disk.is_some()),
-    ] {
-        if set {
-            out.push((
-                field,
-                format!("`{field}` does not apply to an `ssh` target"),
-            ));
-        }
-    }
+    out.extend(cfg.foreign_fields("an", &["rootfs", "image", "kernel", "initrd", "disk"]));
     out
 }
 

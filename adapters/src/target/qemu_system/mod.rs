@@ -178,17 +178,7 @@ pub(super) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
             parsed
         }
     };
-    for (field, set) in [
-        ("host", cfg.host.is_some()),
-        ("rootfs", cfg.rootfs.is_some()),
-    ] {
-        if set {
-            out.push((
-                field,
-                format!("`{field}` does not apply to a `qemu-system` target"),
-            ));
-        }
-    }
+    out.extend(cfg.foreign_fields("a", &["host", "rootfs"]));
     match cfg.image.as_deref() {
         Some(img) => {
             if img.trim().is_empty() {
