@@ -1,14 +1,16 @@
 //! The `http` component kind (capability `http`): web servers and application servers (nginx,
-//! Apache httpd, Tomcat-like containers, …) through `reqwest` over rustls with ring.
+//! Apache httpd, Tomcat-like containers, …) over HTTP/1.1, in the clear or over rustls with ring.
 //!
-//! A session is one HTTP client with a pool of one idle connection per host, so consecutive
-//! `http.request`s on a session reuse the connection when the server keeps it alive; every
-//! result says whether it did (`connection_reused`, from the local address of the TCP
-//! connection that carried the response). Redirects are not followed: the status is the
-//! server's own.
+//! A session owns one connection at a time (hyper's HTTP/1 connection API, no pool): a request
+//! goes over the session's connection when the server kept it open, else over a new one, and its
+//! result says which (`connection_reused`). Waiting for the previous exchange to finish before
+//! choosing makes the keep-alive check exact; a pooled client races a fresh connect against the
+//! idle connection coming back to its pool and, on a loaded machine, sometimes opens a new
+//! connection although the server kept the old one open. Redirects are not followed: the status
+//! is the server's own.
 //!
 //! Options: `base_path` (prefixed to every `path`), `tls = "true"` (https), `tls_ca_file`,
-//! `server_name` (the host name put in the URL — `Host` header, SNI and certificate check — while
+//! `server_name` (the host name put in the `Host` header, SNI and certificate check, while
 //! still connecting to the component's address), `connect_timeout_ms`, `timeout_ms`.
 
 use super::net::{self, NetSettings};
@@ -16,12 +18,19 @@ use super::{
     Component, ComponentConfig, ComponentError, Endpoint, Session, arg_str, configured_identity,
     value_text,
 };
-use hyper_util::client::legacy::connect::HttpInfo;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{ACCEPT, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Response bodies are returned up to this size (`body_len` gives the full size).
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -43,7 +52,7 @@ impl HttpComponent {
         })
     }
 
-    fn tls_config(&self) -> Result<rustls::ClientConfig, ComponentError> {
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, ComponentError> {
         let built = self.tls.get_or_init(|| {
             net::tls_client_config(&self.cfg).map(|mut c| {
                 c.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -51,7 +60,7 @@ impl HttpComponent {
             })
         });
         match built {
-            Ok(c) => Ok((**c).clone()),
+            Ok(c) => Ok(c.clone()),
             Err(e) => Err(self.net.connect_err(e.clone())),
         }
     }
@@ -63,56 +72,144 @@ impl Component for HttpComponent {
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Session>, ComponentError> {
         let (host, port) = net::server_addr(&self.cfg, endpoint);
-        // The client connects lazily: find out now whether anything listens there.
-        let addr = net::probe_tcp(&self.net, &host, port).await?;
         let tls = net::option_flag(&self.cfg, "tls");
-        let scheme = if tls { "https" } else { "http" };
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(self.net.connect_timeout)
-            .timeout(self.net.op_timeout)
-            .pool_max_idle_per_host(1)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http1_only()
-            .tcp_nodelay(true)
-            // Always preconfigured: the crate is built without a default crypto provider.
-            .tls_backend_preconfigured(self.tls_config()?);
-        let authority = match self.cfg.options.get("server_name") {
-            Some(name) => {
-                builder = builder.resolve(name, addr);
-                if port == if tls { 443 } else { 80 } {
-                    name.clone()
-                } else {
-                    format!("{name}:{port}")
-                }
-            }
-            None => net::host_port(&addr.ip().to_string(), addr.port()),
+        let server_name = self.cfg.options.get("server_name");
+        let tls = if tls {
+            let name = server_name.cloned().unwrap_or_else(|| host.clone());
+            let name = ServerName::try_from(name.clone()).map_err(|e| {
+                self.net
+                    .connect_err(format!("`{name}` is not a TLS server name: {e}"))
+            })?;
+            Some((TlsConnector::from(self.tls_config()?), name))
+        } else {
+            None
         };
-        let client = builder.build().map_err(|e| {
-            self.net
-                .connect_err(format!("cannot set up the HTTP client: {e}"))
-        })?;
         let base_path = self
             .cfg
             .options
             .get("base_path")
             .map(|p| p.trim_end_matches('/').to_string())
             .unwrap_or_default();
+        // The first connection is made now: a refused port, a timeout or an untrusted
+        // certificate is a connect error of the session, not of its first request.
+        let target = net::host_port(&host, port);
+        let mut dialer = Dialer {
+            net: self.net.clone(),
+            target: target.clone(),
+            tls,
+        };
+        let conn = dialer.dial().await.map_err(|e| self.net.connect_err(e))?;
+        let default_port = if dialer.tls.is_some() { 443 } else { 80 };
+        let authority = match server_name {
+            Some(name) if port == default_port => name.clone(),
+            Some(name) => format!("{name}:{port}"),
+            None => target,
+        };
         Ok(Box::new(HttpSession {
             net: self.net.clone(),
-            client,
-            base: format!("{scheme}://{authority}{base_path}"),
+            dialer,
+            host: HeaderValue::from_str(&authority).map_err(|_| {
+                self.net
+                    .connect_err(format!("`{authority}` cannot be a Host header"))
+            })?,
+            base_path,
+            conn: Some(conn),
             last_local: None,
         }))
     }
 }
 
+/// How a session makes a connection: TCP (the address resolved by the first connect is kept, so
+/// every connection of a session goes to the same server), then TLS when configured.
+struct Dialer {
+    net: NetSettings,
+    /// `host:port` until the first connect, then the address it reached.
+    target: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+/// One HTTP/1.1 connection of a session; its driver runs on its own task and ends with it.
+struct Conn {
+    tx: SendRequest<Full<Bytes>>,
+    /// Local address of the TCP connection: what tells one connection from the next.
+    local: SocketAddr,
+}
+
+impl Dialer {
+    async fn dial(&mut self) -> Result<Conn, String> {
+        let target = self.target.clone();
+        let tcp = self
+            .net
+            .connecting(
+                &format!("connecting to {target}"),
+                TcpStream::connect(&target),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        let (local, peer) = match (tcp.local_addr(), tcp.peer_addr()) {
+            (Ok(l), Ok(p)) => (l, p),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("cannot connect to {target}: {e}")),
+        };
+        self.target = peer.to_string();
+        let _ = tcp.set_nodelay(true);
+        let tx = match &self.tls {
+            None => handshake(tcp).await,
+            Some((connector, name)) => {
+                let stream = self
+                    .net
+                    .connecting(
+                        &format!("the TLS handshake with {target}"),
+                        connector.connect(name.clone(), tcp),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("TLS handshake with {target}: {}", chain(&e)))?;
+                handshake(stream).await
+            }
+        }
+        .map_err(|e| format!("HTTP/1.1 handshake with {target}: {}", chain(&e)))?;
+        Ok(Conn { tx, local })
+    }
+}
+
+async fn handshake<T>(io: T) -> hyper::Result<SendRequest<Full<Bytes>>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("http connection ended: {e}");
+        }
+    });
+    Ok(tx)
+}
+
+/// An error with its sources, `outer: inner: …` (hyper and rustls put the cause in the chain).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !reason.contains(&s_text) {
+            reason.push_str(": ");
+            reason.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    reason
+}
+
 struct HttpSession {
     net: NetSettings,
-    client: reqwest::Client,
-    /// `scheme://authority/base_path`, without a trailing slash.
-    base: String,
+    dialer: Dialer,
+    /// The `Host` header: the server name (or address) and the port unless it is the default.
+    host: HeaderValue,
+    /// `options.base_path` without a trailing slash.
+    base_path: String,
+    /// The session's connection; `None` after an error left it in an unknown state.
+    conn: Option<Conn>,
     /// Local address of the connection that carried the previous response.
     last_local: Option<SocketAddr>,
 }
@@ -127,33 +224,99 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-impl HttpSession {
-    fn url(&self, path: &str) -> String {
-        if path.starts_with('/') {
-            format!("{}{path}", self.base)
+/// `path` as a request target: characters a URI may not hold (spaces, non-ASCII, quotes, …) are
+/// percent-encoded; `%`, `?`, `#`-less query syntax and reserved characters are kept as given.
+fn request_target(base_path: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        format!("{base_path}{path}")
+    } else {
+        format!("{base_path}/{path}")
+    };
+    let mut out = String::with_capacity(joined.len());
+    for b in joined.bytes() {
+        if b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b) {
+            out.push(b as char);
         } else {
-            format!("{}/{path}", self.base)
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+    out
+}
 
-    fn request_error(&self, what: &str, e: &reqwest::Error) -> ComponentError {
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            reason.push_str(": ");
-            reason.push_str(&s.to_string());
-            src = s.source();
+/// Methods a client may send again when a kept-alive connection turned out closed (RFC 9110
+/// §9.2.2): the server cannot have acted on them twice in a way that matters.
+fn idempotent(m: &hyper::Method) -> bool {
+    use hyper::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ]
+    .contains(m)
+}
+
+impl HttpSession {
+    /// Make the session's connection ready for a request: the open one once the previous
+    /// exchange has finished on it, or a new one when the server closed it.
+    async fn ready(&mut self, what: &str) -> Result<(), ComponentError> {
+        if let Some(conn) = self.conn.as_mut()
+            && self.net.op(what, conn.tx.ready()).await?.is_ok()
+        {
+            return Ok(());
         }
-        if e.is_builder() {
-            ComponentError::Operation(format!("{what}: {reason}"))
-        } else if e.is_timeout() {
-            self.net.lost(format!(
-                "{what}: no complete response within {} ms",
-                self.net.op_timeout.as_millis()
-            ))
-        } else {
-            self.net.lost(format!("{what}: {reason}"))
+        self.conn = None;
+        let conn = self
+            .dialer
+            .dial()
+            .await
+            .map_err(|e| self.net.lost(format!("{what}: {e}")))?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Send `req` over the session's (ready) connection: the response and the local address of
+    /// the connection that carried it.
+    async fn send(
+        &mut self,
+        what: &str,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<
+        Result<(hyper::Response<hyper::body::Incoming>, SocketAddr), hyper::Error>,
+        ComponentError,
+    > {
+        self.ready(what).await?;
+        let conn = self.conn.as_mut().expect("ready leaves a connection");
+        let local = conn.local;
+        let sent = self.net.op(what, conn.tx.send_request(req)).await?;
+        Ok(sent.map(|r| (r, local)))
+    }
+
+    fn build(
+        &self,
+        op: &str,
+        method: &hyper::Method,
+        target: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &Bytes,
+    ) -> Result<hyper::Request<Full<Bytes>>, ComponentError> {
+        let mut req = hyper::Request::builder()
+            .method(method.clone())
+            .uri(target)
+            .header(HOST, self.host.clone())
+            .header(ACCEPT, "*/*")
+            .header(USER_AGENT, concat!("adaptest/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(body.clone()))
+            .map_err(|e| ComponentError::Arguments {
+                op: op.into(),
+                reason: format!("`{target}` cannot be a request target: {e}"),
+            })?;
+        for (name, value) in headers {
+            req.headers_mut().insert(name.clone(), value.clone());
         }
+        Ok(req)
     }
 
     async fn request(
@@ -164,21 +327,29 @@ impl HttpSession {
         let method = net::arg_opt_str(op, args, "method")?
             .unwrap_or("GET")
             .to_ascii_uppercase();
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+        let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|_| {
             ComponentError::Arguments {
                 op: op.into(),
                 reason: format!("`{method}` is not an HTTP method"),
             }
         })?;
         let path = arg_str(op, args, "path")?;
-        let url = self.url(path);
+        let target = request_target(&self.base_path, path);
         let what = format!("{method} {path}");
-        let mut req = self.client.request(method.clone(), &url);
+        let mut headers = Vec::new();
         match args.get("headers") {
             None | Some(Value::Null) => {}
             Some(Value::Object(h)) => {
                 for (k, v) in h {
-                    req = req.header(k.as_str(), value_text(v));
+                    let bad = |reason: String| ComponentError::Arguments {
+                        op: op.into(),
+                        reason,
+                    };
+                    let name = HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| bad(format!("`{k}` is not a header name")))?;
+                    let value = HeaderValue::from_str(&value_text(v))
+                        .map_err(|_| bad(format!("the value of header `{k}` is not valid")))?;
+                    headers.push((name, value));
                 }
             }
             Some(other) => {
@@ -203,20 +374,52 @@ impl HttpSession {
             })
         };
         let sent_len = body.as_ref().map(Vec::len);
-        if let Some(body) = body {
-            req = req.body(body);
+        let body = Bytes::from(body.unwrap_or_default());
+        let result = self
+            .exchange(op, &what, &method, &target, &headers, &body)
+            .await;
+        if result.is_err() {
+            // A timed-out or failed exchange leaves the connection in an unknown state.
+            self.conn = None;
         }
-        let mut resp = self
-            .net
-            .op(&what, req.send())
-            .await?
-            .map_err(|e| self.request_error(&what, &e))?;
+        let mut out = result?;
+        if let Some(n) = sent_len {
+            out["sent_len"] = json!(n);
+        }
+        Ok(out)
+    }
+
+    async fn exchange(
+        &mut self,
+        op: &str,
+        what: &str,
+        method: &hyper::Method,
+        target: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &Bytes,
+    ) -> Result<Value, ComponentError> {
+        let lost = |e: &hyper::Error| format!("{what}: {}", chain(e));
+        let was_open = self.conn.is_some();
+        let req = self.build(op, method, target, headers, body)?;
+        let (resp, local) = match self.send(what, req).await? {
+            Ok(x) => x,
+            // The server closed a kept-alive connection just as the request went out: once
+            // more over a new connection if the request never left or may be repeated.
+            Err(e)
+                if was_open
+                    && (e.is_canceled() || (e.is_incomplete_message() && idempotent(method))) =>
+            {
+                tracing::debug!("{}; sending it again over a new connection", lost(&e));
+                self.conn = None;
+                let req = self.build(op, method, target, headers, body)?;
+                self.send(what, req)
+                    .await?
+                    .map_err(|e| self.net.lost(lost(&e)))?
+            }
+            Err(e) => return Err(self.net.lost(lost(&e))),
+        };
         let status = resp.status().as_u16();
         let version = format!("{:?}", resp.version());
-        let local = resp
-            .extensions()
-            .get::<HttpInfo>()
-            .map(HttpInfo::local_addr);
         let mut headers = Map::new();
         for (name, value) in resp.headers() {
             let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -230,16 +433,18 @@ impl HttpSession {
                 }
             }
         }
+        let mut body = resp.into_body();
         let mut kept = Vec::new();
         let mut total = 0usize;
         let mut hash = Sha256::new();
-        loop {
-            let chunk = self
-                .net
-                .op(&what, resp.chunk())
-                .await?
-                .map_err(|e| self.request_error(&format!("{what} (reading the body)"), &e))?;
-            let Some(chunk) = chunk else { break };
+        while let Some(frame) = self.net.op(what, body.frame()).await? {
+            let frame = frame.map_err(|e| {
+                self.net
+                    .lost(format!("{what} (reading the body): {}", chain(&e)))
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers
+            };
             total += chunk.len();
             hash.update(&chunk);
             if kept.len() < BODY_LIMIT {
@@ -247,13 +452,9 @@ impl HttpSession {
                 kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
         }
-        let reused = match (self.last_local, local) {
-            (Some(prev), Some(now)) => Some(prev == now),
-            (None, Some(_)) => Some(false),
-            _ => None,
-        };
-        self.last_local = local;
-        let mut out = json!({
+        let reused = self.last_local == Some(local);
+        self.last_local = Some(local);
+        Ok(json!({
             "status": status,
             "headers": headers,
             "body": net::text(&kept),
@@ -261,14 +462,8 @@ impl HttpSession {
             "body_truncated": total > kept.len(),
             "body_sha256": hex(&hash.finalize()),
             "http_version": version,
-        });
-        if let Some(r) = reused {
-            out["connection_reused"] = Value::Bool(r);
-        }
-        if let Some(n) = sent_len {
-            out["sent_len"] = json!(n);
-        }
-        Ok(out)
+            "connection_reused": reused,
+        }))
     }
 }
 

@@ -9,7 +9,6 @@ use super::{
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -474,25 +473,6 @@ pub(crate) fn no_message(topic: &str, within: Duration) -> ComponentError {
         "no message on {topic} within {} ms",
         within.as_millis()
     ))
-}
-
-/// The address a local TCP probe reaches, for adapters whose client connects lazily.
-pub(crate) async fn probe_tcp(
-    net: &NetSettings,
-    host: &str,
-    port: u16,
-) -> Result<SocketAddr, ComponentError> {
-    let target = host_port(host, port);
-    let stream = net
-        .connecting(
-            &format!("connecting to {target}"),
-            tokio::net::TcpStream::connect(&target),
-        )
-        .await?
-        .map_err(|e| net.connect_err(format!("cannot connect to {target}: {e}")))?;
-    stream
-        .peer_addr()
-        .map_err(|e| net.connect_err(format!("cannot connect to {target}: {e}")))
 }
 
 #[cfg(test)]
