@@ -3,8 +3,11 @@
 //! `os.basic` and the environment come from inside the emulated root, and servers started there
 //! (Redis) serve on the host's loopback.
 
-use crate::util::{Run, Sandbox, assert_mandatory_pass, case, env_of, free_port, payload, results};
+use crate::util::{
+    Run, Sandbox, assert_mandatory_pass, case, env_of, free_port, payload, results, wait_for,
+};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Kills the Redis a test started inside a root (by the pid in its pid file), even when the
 /// test fails before the plan's lifecycle `stop` ran.
@@ -100,7 +103,7 @@ fn arm64_rootfs_passes_os_basic_and_its_redis_serves_the_kv_suite() {
         case(&res, "arm64/redis/t.redis-arch", "info")["status"],
         "passed"
     );
-    // The mounts the target made inside the rootfs are gone again.
+    // The mounts the target made inside the rootfs never reached this (the host's) namespace.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&format!(" {}/", rootfs.display())),
@@ -159,6 +162,82 @@ fn loongarch64_sysroot_reports_loongarch_and_runs_sqlite_and_redis() {
     assert_mandatory_pass(&res, "la64/redis/mw.kv");
     assert_eq!(
         case(&res, "la64/redis/t.la64-redis", "info")["status"],
+        "passed"
+    );
+}
+
+/// Two runs on one root at the same time, the one that mounted the root's `/proc`, `/tmp`, …
+/// finishing first: the other keeps its mounts and its scratch directory (each `adaptest` has a
+/// mount namespace of its own). With shared mounts, the first run's stop unmounted the `/tmp`
+/// holding the second's scratch directory and each later case of it failed to spawn (`chdir`:
+/// ENOENT), as a CI run showed.
+#[test]
+fn runs_sharing_a_root_keep_their_own_mounts() {
+    let sysroot = payload("loongarch64");
+    let tag = format!("adaptest-mounts-{}-{}", std::process::id(), free_port());
+    let flag = |name: &str| sysroot.join(format!("var/tmp/{tag}.{name}"));
+    struct Flags(Vec<PathBuf>);
+    impl Drop for Flags {
+        fn drop(&mut self) {
+            for f in &self.0 {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+    let _flags = Flags(vec![flag("a"), flag("b"), flag("a-done")]);
+    // Inside the root the flags are /var/tmp/<tag>.<name> (not under /tmp: that is per run).
+    let sandbox = |cases: &str| {
+        let sb = Sandbox::new();
+        sb.write(
+            "suites/s.toml",
+            &crate::util::suite_toml("t.mounts", "mounts", "os", cases),
+        );
+        sb.write(
+            "plan.toml",
+            &format!(
+                "[product]\nname = \"mounts\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n{}\n                 [[matrix]]\ntargets = [\"la64\"]\ncomponents = [\"os\"]\nsuites = [\"t.mounts\"]\n",
+                target("la64", "loongarch64", &sysroot)
+            ),
+        );
+        sb
+    };
+    // A mounts first and holds on until B has started on the same root.
+    let a = sandbox(&format!(
+        "[[case]]\nid = \"wait-for-b\"\ntitle = \"until B runs\"\ntimeout = \"120s\"\n         run = \"touch /var/tmp/{tag}.a; until [ -e /var/tmp/{tag}.b ]; do sleep 1; done\"\n"
+    ));
+    // B starts while A runs, then goes on after A has ended.
+    let b = sandbox(&format!(
+        "[[case]]\nid = \"outlive-a\"\ntitle = \"until A is over\"\ntimeout = \"120s\"\n         run = \"touch /var/tmp/{tag}.b; until [ -e /var/tmp/{tag}.a-done ]; do sleep 1; done\"\n\n         [[case]]\nid = \"scratch\"\ntitle = \"scratch directory, /proc and /dev still there\"\n         run = \"echo kept > f && cat f && test -r /proc/self/status && test -c /dev/null && echo ok\"\n         expect = {{ stdout = \"kept\\nok\" }}\n"
+    ));
+    let piped = |mut c: std::process::Command| {
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let first = piped(a.own_suites_cmd(&[]))
+        .spawn()
+        .expect("spawn adaptest A");
+    wait_for(
+        "run A to start its case",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || flag("a").exists().then_some(()),
+    );
+    let second = piped(b.own_suites_cmd(&[]))
+        .spawn()
+        .expect("spawn adaptest B");
+    wait_for(
+        "run B to start its case",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || flag("b").exists().then_some(()),
+    );
+    Run::from(first.wait_with_output().expect("wait for A")).expect_code(0);
+    std::fs::write(flag("a-done"), "").unwrap();
+    let b_run = Run::from(second.wait_with_output().expect("wait for B"));
+    b_run.expect_code(0);
+    assert_eq!(
+        case(&results(&b.run_dir()), "la64/os/t.mounts", "scratch")["status"],
         "passed"
     );
 }

@@ -15,7 +15,7 @@ pub use local::LocalTarget;
 #[cfg(target_os = "linux")]
 pub use qemu_system::QemuSystemTarget;
 #[cfg(target_os = "linux")]
-pub use qemu_user::QemuUserTarget;
+pub use qemu_user::{QemuUserTarget, private_mount_namespace};
 pub use ssh::SshTarget;
 
 use adaptest_reports::Environment;

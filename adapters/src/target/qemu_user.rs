@@ -13,7 +13,10 @@
 //!   exec), so the shell and every tool are the target architecture's, found through binfmt.
 //!   `/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm` and `/tmp` are mounted inside on start
 //!   where nothing is mounted yet, and exactly those are unmounted on stop (counted per root
-//!   across targets of this process).
+//!   across targets of this process). The `adaptest` binary runs in a mount namespace of its own
+//!   ([`private_mount_namespace`]), so these mounts are its own: two runs on one root do not
+//!   share them (one finishing would otherwise unmount the `/tmp` holding the other's scratch
+//!   directories), and they vanish with the process even when it is killed.
 //! - **`host-shell`** (fallback: no binfmt, no shell in the sysroot, or not root): the host's
 //!   `/bin/sh` runs the command with `PATH` starting at a directory of wrapper scripts, one per
 //!   program of the root's architecture found in its `bin`/`sbin` directories, each calling
@@ -628,6 +631,37 @@ fn root_libc(root: &Path) -> String {
     } else {
         "static (no shared C library)".into()
     }
+}
+
+/// Put the calling process in a mount namespace of its own whose mounts propagate nowhere (when
+/// root; otherwise nothing to do: chroot mode needs root anyway). Returns whether it did.
+///
+/// Must run before the process starts a thread: `unshare(CLONE_NEWNS)` moves only the calling
+/// thread, and children inherit the namespace of the thread that forks them.
+pub fn private_mount_namespace() -> std::io::Result<bool> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(false);
+    }
+    // SAFETY: plain system calls on static, NUL-terminated strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Private, not just slave: a mount made or removed in the host's namespace (say by
+        // another process using the same root) must not reach ours either.
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(true)
 }
 
 /// The file systems a chroot needs, mounted once per root for all targets of this process that
