@@ -558,7 +558,17 @@ pub fn parse_plan(
             user: c.user.clone(),
             password: None,
             database: c.database.clone(),
-            path: c.path.as_ref().map(|p| resolve_path(&base, p)),
+            // Embedded SQLite opens `path` on the harness machine: relative to the plan. Every
+            // other kind hands it to a program on the target, where it means what it says there
+            // (a relative path: the combination's scratch directory, the client's working
+            // directory), so it is kept as written.
+            path: c.path.as_ref().map(|p| {
+                if kind == "sqlite" {
+                    resolve_path(&base, p)
+                } else {
+                    PathBuf::from(p)
+                }
+            }),
             cli: c.cli.clone(),
             options,
             lifecycle: Lifecycle {
@@ -992,5 +1002,47 @@ fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
         description_zh: String::new(),
         cases,
         source: Source::new(format!("(lifecycle of component {})", spec.id), ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Plan {
+        let source = Source::new("/lab/plans/p.toml".into(), text.into());
+        parse_plan(source, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn component_paths_resolve_where_the_file_is_opened() {
+        let p = plan(
+            r#"[product]
+name = "p"
+version = "1"
+vendor = "v"
+
+[[component]]
+id = "embedded"
+kind = "sqlite"
+path = "data/local.db"
+
+[[component]]
+id = "shell"
+kind = "sqlite-cli"
+path = "data/remote.db"
+
+[[component]]
+id = "absolute"
+kind = "sqlite-cli"
+path = "/srv/db/x.db"
+"#,
+        );
+        let path = |id: &str| p.component(id).unwrap().config.path.clone().unwrap();
+        // Opened by the harness: next to the plan.
+        assert_eq!(path("embedded"), Path::new("/lab/plans/data/local.db"));
+        // Opened by sqlite3 on the target: as written (relative to its scratch directory).
+        assert_eq!(path("shell"), Path::new("data/remote.db"));
+        assert_eq!(path("absolute"), Path::new("/srv/db/x.db"));
     }
 }
