@@ -25,6 +25,32 @@ use tokio_util::sync::CancellationToken;
 /// Bytes of stdout/stderr kept in results and the journal (the log keeps up to the capture limit).
 pub const EXCERPT_BYTES: usize = 4096;
 
+/// Set on every command a case runs (not on lifecycle commands, whose servers are meant to
+/// outlive them) to the combination's scope, `RUN_ID/COMBINATION;`. Processes inherit it, so a
+/// daemon that left the command's process tree (double fork, `setsid`) still carries it: when
+/// the combination ends, whatever still has it in its environment on the target is killed
+/// (the technique of Jenkins' ProcessTreeKiller). The `;` ends the value: ids never contain one.
+pub const SCOPE_VAR: &str = "ADAPTEST_SCOPE";
+
+/// The value of [`SCOPE_VAR`] for one combination of one run.
+fn scope_of(run_id: &str, combo: &Combination) -> String {
+    format!("{run_id}/{};", combo.id)
+}
+
+/// The end-of-combination command: kill what the combination's cases left running (found by
+/// [`SCOPE_VAR`] in `/proc/*/environ`: one `grep`, no process per candidate, so it stays cheap
+/// under emulation), print their pids, then remove the scratch directory.
+fn teardown_command(scope: &str, workdir: &str) -> String {
+    use adaptest_adapters::target::shell_quote;
+    format!(
+        "for f in $(grep -l -s -F {} /proc/[0-9]*/environ 2>/dev/null); do \
+         p=${{f#/proc/}}; p=${{p%/environ}}; kill -9 \"$p\" 2>/dev/null && echo \"$p\"; done; \
+         rm -rf {}",
+        shell_quote(&format!("{SCOPE_VAR}={scope}")),
+        shell_quote(workdir)
+    )
+}
+
 /// How a run is executed.
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
@@ -648,19 +674,31 @@ async fn run_combination_inner(
         Ok(())
     };
     let result = run_cases.await;
-    let rm = ExecRequest::new(
-        format!(
-            "rm -rf {}",
-            adaptest_adapters::target::shell_quote(&workdir)
-        ),
+    let teardown = ExecRequest::new(
+        teardown_command(&scope_of(&ctx.run_id, combo), &workdir),
         Duration::from_secs(60),
     );
-    if let Err(e) = slot.target.exec(rm, &CancellationToken::new()).await {
-        tracing::warn!(
-            "failed to remove {workdir} on {}: {}",
-            combo.target,
+    match slot.target.exec(teardown, &CancellationToken::new()).await {
+        Err(e) => tracing::warn!(
+            "failed to clean up after {} ({workdir}): {}",
+            combo.id,
             error_chain(&e)
-        );
+        ),
+        Ok(o) => {
+            let killed: Vec<&str> = std::str::from_utf8(&o.stdout)
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            if !killed.is_empty() {
+                tracing::warn!(
+                    "{}: killed {} process(es) its cases left running on {}: pid {}",
+                    combo.id,
+                    killed.len(),
+                    combo.target,
+                    killed.join(", ")
+                );
+            }
+        }
     }
     result
 }
@@ -682,6 +720,7 @@ async fn run_case(
         ("ADAPTEST_ARCH".into(), env.arch.clone()),
         ("ADAPTEST_CASE".into(), case.id.clone()),
         ("ADAPTEST_RUN_ID".into(), ctx.run_id.clone()),
+        (SCOPE_VAR.into(), scope_of(&ctx.run_id, combo)),
     ];
     if let Action::Run(run) = &case.action {
         return run_shell(slot.target.as_ref(), run, case, vars, workdir, &ctx.cancel).await;
@@ -706,7 +745,12 @@ async fn run_case(
         match &case.action {
             Action::Run(_) | Action::Import(_) => unreachable!("handled above"),
             Action::Steps(steps) => {
-                let control = Restarter { ctx, pair, workdir };
+                let control = Restarter {
+                    ctx,
+                    pair,
+                    workdir,
+                    scope: scope_of(&ctx.run_id, combo),
+                };
                 kinds::steps::run(adapter.as_ref(), &endpoint, &control, steps, &ctx.cancel).await
             }
             Action::Bench(b) => kinds::bench::run(adapter.clone(), &endpoint, b, &ctx.cancel).await,
@@ -971,10 +1015,16 @@ struct Restarter<'a> {
     ctx: &'a Ctx,
     pair: &'a PairSlot,
     workdir: &'a str,
+    /// The combination's [`SCOPE_VAR`] value, for its `shell` steps.
+    scope: String,
 }
 
 #[async_trait::async_trait]
 impl kinds::ComponentControl for Restarter<'_> {
+    fn command_env(&self) -> Vec<(String, String)> {
+        vec![(SCOPE_VAR.to_string(), self.scope.clone())]
+    }
+
     async fn restart(&self) -> Result<(), String> {
         let l = &self.pair.spec.config.lifecycle;
         let (Some(stop), Some(start)) = (&l.stop, &l.start) else {

@@ -203,35 +203,43 @@ fn runs_sharing_a_root_keep_their_own_mounts() {
     };
     // A mounts first and holds on until B has started on the same root.
     let a = sandbox(&format!(
-        "[[case]]\nid = \"wait-for-b\"\ntitle = \"until B runs\"\ntimeout = \"120s\"\n         run = \"touch /var/tmp/{tag}.a; until [ -e /var/tmp/{tag}.b ]; do sleep 1; done\"\n"
+        r#"[[case]]
+id = "wait-for-b"
+title = "until B runs"
+timeout = "120s"
+run = "touch /var/tmp/{tag}.a; until [ -e /var/tmp/{tag}.b ]; do sleep 1; done"
+"#
     ));
     // B starts while A runs, then goes on after A has ended.
     let b = sandbox(&format!(
-        "[[case]]\nid = \"outlive-a\"\ntitle = \"until A is over\"\ntimeout = \"120s\"\n         run = \"touch /var/tmp/{tag}.b; until [ -e /var/tmp/{tag}.a-done ]; do sleep 1; done\"\n\n         [[case]]\nid = \"scratch\"\ntitle = \"scratch directory, /proc and /dev still there\"\n         run = \"echo kept > f && cat f && test -r /proc/self/status && test -c /dev/null && echo ok\"\n         expect = {{ stdout = \"kept\\nok\" }}\n"
+        r#"[[case]]
+id = "outlive-a"
+title = "until A is over"
+timeout = "120s"
+run = "touch /var/tmp/{tag}.b; until [ -e /var/tmp/{tag}.a-done ]; do sleep 1; done"
+
+[[case]]
+id = "scratch"
+title = "scratch directory, /proc and /dev still there"
+run = "echo kept > f && cat f && test -r /proc/self/status && test -c /dev/null && echo ok"
+expect = {{ stdout = "kept\nok" }}
+"#
     ));
-    let piped = |mut c: std::process::Command| {
+    let start = |sb: &Sandbox, name: &str| {
+        let mut c = sb.own_suites_cmd(&[]);
         c.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        c
+        let child = c.spawn().expect("spawn adaptest");
+        wait_for(
+            &format!("run {name} to start its case"),
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || flag(name).exists().then_some(()),
+        );
+        child
     };
-    let first = piped(a.own_suites_cmd(&[]))
-        .spawn()
-        .expect("spawn adaptest A");
-    wait_for(
-        "run A to start its case",
-        Duration::from_secs(120),
-        Duration::from_millis(100),
-        || flag("a").exists().then_some(()),
-    );
-    let second = piped(b.own_suites_cmd(&[]))
-        .spawn()
-        .expect("spawn adaptest B");
-    wait_for(
-        "run B to start its case",
-        Duration::from_secs(120),
-        Duration::from_millis(100),
-        || flag("b").exists().then_some(()),
-    );
+    let first = start(&a, "a");
+    let second = start(&b, "b");
     Run::from(first.wait_with_output().expect("wait for A")).expect_code(0);
     std::fs::write(flag("a-done"), "").unwrap();
     let b_run = Run::from(second.wait_with_output().expect("wait for B"));

@@ -1,7 +1,7 @@
 //! Scheduling: timeouts kill whole process trees, retries, fail-fast, skips, parallel combinations.
 
 use crate::util::{
-    Sandbox, alive, case_statuses, combination_ids, local_plan, results, suite_toml,
+    Sandbox, alive, case_statuses, combination_ids, local_plan, results, suite_toml, wait_for,
 };
 
 #[test]
@@ -57,6 +57,65 @@ sleep 303
         let pid: i32 = text.trim().parse().unwrap();
         assert!(!alive(pid), "process {pid} ({f}) survived the timeout");
     }
+}
+
+/// A daemon that left the command's process tree (double fork + setsid: reparented to init, so
+/// no walk of descendants finds it) lives on for the combination's later cases, and is killed
+/// when the combination ends, by the scope variable it inherited. A process the run did not
+/// start is left alone.
+#[test]
+fn daemons_outside_the_process_tree_are_killed_when_the_combination_ends() {
+    let sb = Sandbox::new();
+    let pids = sb.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("305")
+        .spawn()
+        .unwrap();
+    sb.write(
+        "suites/t.toml",
+        &suite_toml(
+            "t.daemon",
+            "daemon",
+            "os",
+            &format!(
+                r#"[[case]]
+id = "daemon"
+title = "starts a daemon that leaves the process tree"
+run = "( setsid sleep 304 & echo $! > {p}/daemon ); echo started"
+expect = {{ stdout = "started" }}
+
+[[case]]
+id = "still-there"
+title = "later cases of the combination still have it"
+run = 'kill -0 "$(cat {p}/daemon)" && echo alive'
+expect = {{ stdout = "alive" }}
+"#,
+                p = pids.display()
+            ),
+        ),
+    );
+    sb.write("plan.toml", &local_plan(&["t.daemon"]));
+    let r = sb.run_own_suites(&[]);
+    r.expect_code(0);
+    r.expect_in_stderr("left running");
+    let pid: i32 = std::fs::read_to_string(pids.join("daemon"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for(
+        &format!("the daemon (pid {pid}) outlived its combination"),
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(50),
+        || (!alive(pid)).then_some(()),
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "a process the run did not start was killed"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
 }
 
 #[test]

@@ -180,6 +180,12 @@ run = 'sleep 300 & echo $! > {p}/leftover; echo done'
 expect = {{ stdout = "done" }}
 
 [[case]]
+id = "daemon"
+title = "a daemon outside the command's tree is killed when the combination ends"
+run = '( setsid sleep 300 & echo $! > {p}/daemon ); echo started'
+expect = {{ stdout = "started" }}
+
+[[case]]
 id = "hang"
 title = "times out; its whole remote tree is killed"
 timeout = "2s"
@@ -214,7 +220,14 @@ expect = {{ stdout = "still-here" }}
             .map(|s| s.2.clone())
             .unwrap()
     };
-    for id in ["stdin-env-cwd", "exit-127", "exit-3", "leftover", "after"] {
+    for id in [
+        "stdin-env-cwd",
+        "exit-127",
+        "exit-3",
+        "leftover",
+        "daemon",
+        "after",
+    ] {
         assert_eq!(status(id), "passed", "{id}: {res:#}");
     }
     assert_eq!(status("hang"), "failed");
@@ -223,7 +236,7 @@ expect = {{ stdout = "still-here" }}
 
     // Everything the commands started is gone (this host is the remote side).
     let deadline = Instant::now() + Duration::from_secs(5);
-    for name in ["leftover", "shell", "child", "escapee"] {
+    for name in ["leftover", "shell", "child", "escapee", "daemon"] {
         let pid: i32 = std::fs::read_to_string(pids.join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .trim()

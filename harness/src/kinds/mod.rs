@@ -89,4 +89,9 @@ pub fn is_infra(e: &ComponentError) -> bool {
 pub trait ComponentControl: Send + Sync {
     /// Stop and start the component with its lifecycle commands, then wait until it is ready.
     async fn restart(&self) -> Result<(), String>;
+
+    /// Variables every command a case runs on the target carries (`shell` steps included): the
+    /// combination's [`SCOPE_VAR`](crate::engine::SCOPE_VAR), by which what the commands leave
+    /// running is found and ended when the combination finishes.
+    fn command_env(&self) -> Vec<(String, String)>;
 }

@@ -110,6 +110,7 @@ pub async fn run(
                 shell(
                     endpoint.target.as_ref(),
                     &endpoint.workdir,
+                    control.command_env(),
                     &step.args,
                     cancel,
                 )
@@ -217,12 +218,14 @@ async fn sleep(args: &Map<String, Value>) -> Result<Value, ComponentError> {
 async fn shell(
     target: &dyn Target,
     workdir: &str,
+    env: Vec<(String, String)>,
     args: &Map<String, Value>,
     cancel: &CancellationToken,
 ) -> Result<Value, ComponentError> {
     let cmd = adaptest_adapters::component::arg_str("shell", args, "run")?;
     let mut req = ExecRequest::new(cmd, Duration::from_secs(120));
     req.cwd = Some(workdir.to_string());
+    req.env = env;
     let o = target.exec(req, cancel).await?;
     let out = serde_json::json!({
         "exit": o.exit_code,
