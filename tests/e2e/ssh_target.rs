@@ -182,7 +182,11 @@ expect = {{ stdout = "done" }}
 [[case]]
 id = "daemon"
 title = "a daemon outside the command's tree is killed when the combination ends"
-run = '( setsid sleep 300 & echo $! > {p}/daemon ); echo started'
+run = """
+( setsid sh -c 'echo $$ > {p}/daemon.tmp && mv {p}/daemon.tmp {p}/daemon; exec sleep 300' & )
+until [ -s {p}/daemon ]; do sleep 0.1; done
+echo started
+"""
 expect = {{ stdout = "started" }}
 
 [[case]]
@@ -211,6 +215,7 @@ expect = {{ stdout = "still-here" }}
     );
     let run = sb.run_own_suites(&[]);
     run.expect_code(1);
+    run.expect_in_stderr("left running");
     let res = results(&sb.run_dir());
     let statuses = case_statuses(&res);
     let status = |id: &str| {

@@ -1010,8 +1010,9 @@ mod tests {
     use super::*;
 
     fn plan(text: &str) -> Plan {
-        let source = Source::new("/lab/plans/p.toml".into(), text.into());
-        parse_plan(source, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e:?}"))
+        let source = Source::new("/lab/plans/p.toml", text);
+        let suites = crate::spec::load_suites(true, &[], &[]).expect("built-in suites");
+        parse_plan(source, &suites).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[test]
@@ -1036,6 +1037,15 @@ path = "data/remote.db"
 id = "absolute"
 kind = "sqlite-cli"
 path = "/srv/db/x.db"
+
+[[target]]
+id = "local"
+kind = "local"
+
+[[matrix]]
+targets = ["local"]
+components = ["embedded", "shell", "absolute"]
+suites = ["db.sql-core"]
 "#,
         );
         let path = |id: &str| p.component(id).unwrap().config.path.clone().unwrap();
