@@ -245,9 +245,14 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
     env
 }
 
+/// A raw fact of the probe's output, unless absent or empty.
+fn fact<'a>(raw: &BTreeMap<&str, &'a str>, key: &str) -> Option<&'a str> {
+    raw.get(key).copied().filter(|v| !v.is_empty())
+}
+
 /// Fill what the probe left as raw facts; a field the output already set is kept.
 fn derive_from_raw(env: &mut Environment, raw: &BTreeMap<&str, &str>) {
-    let get = |k: &str| raw.get(k).copied().filter(|v| !v.is_empty());
+    let get = |k: &str| fact(raw, k);
     let fill = |field: &mut String, value: Option<String>| {
         if field.is_empty()
             && let Some(v) = value.filter(|v| !v.is_empty())
@@ -339,7 +344,7 @@ fn count_cpu_list(list: &str) -> u32 {
 /// CPU model and vendor from raw cpuinfo fields: x86 vendor ids, Arm implementer/part codes
 /// (Kunpeng, Phytium, Neoverse…), LoongArch `CPU Family`/`Model Name`.
 fn name_cpu(raw: &BTreeMap<&str, &str>) -> (Option<String>, Option<String>) {
-    let get = |k: &str| raw.get(k).copied().filter(|v| !v.is_empty());
+    let get = |k: &str| fact(raw, k);
     let mut model = [
         "cpu.model_name",
         "cpu.model_name2",
