@@ -533,7 +533,13 @@ async fn run_combination_inner(
         .iter()
         .filter(|c| !ctx.done.contains(&(combo.id.clone(), c.id.clone())))
         .collect();
-    let env = match target_env(ctx, &combo.target).await {
+    // Ctrl-C does not wait for a guest to finish booting: the start is dropped (a half-started
+    // QEMU is killed with its handle) and the cases stay unrecorded for `--resume`.
+    let started = tokio::select! {
+        r = target_env(ctx, &combo.target) => r,
+        () = ctx.cancel.cancelled() => return Ok(()),
+    };
+    let env = match started {
         Ok(env) => env,
         Err(msg) => {
             return record_all_error(

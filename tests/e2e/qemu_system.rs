@@ -249,6 +249,80 @@ fn a_second_run_restores_the_saved_guest_instead_of_booting() {
     );
 }
 
+/// Ctrl-C while a guest is still booting ends the run at once (exit 130, nothing recorded,
+/// QEMU gone) instead of waiting for the boot or its timeout. The guest here never comes up: its
+/// kernel has no root and waits forever after the panic (`panic=0`), and the boot timeout is
+/// ten minutes.
+#[test]
+fn ctrl_c_during_a_boot_ends_the_run_and_its_qemu() {
+    let img = image(ARM_IMAGE);
+    let _slot = GuestSlot::take();
+    let sb = Sandbox::new();
+    sb.write(
+        "suites/s.toml",
+        &suite_toml(
+            "t.never",
+            "never runs",
+            "os",
+            "[[case]]\nid = \"one\"\ntitle = \"one\"\nrun = \"true\"\n",
+        ),
+    );
+    sb.write(
+        "plan.toml",
+        &format!(
+            "[product]\nname = \"boot\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n\
+             [[target]]\nid = \"vm\"\nkind = \"qemu-system\"\narch = \"aarch64\"\n\
+             kernel = \"{}\"\nidentity_file = \"{}\"\nappend = \"console=ttyAMA0 panic=0\"\n\
+             boot_timeout = \"10m\"\n\n\
+             [[matrix]]\ntargets = [\"vm\"]\ncomponents = [\"os\"]\nsuites = [\"t.never\"]\n",
+            img.join("vmlinuz").display(),
+            img.join("ssh/id_ed25519").display()
+        ),
+    );
+    let mut child = sb
+        .own_suites_cmd(&[])
+        .env("ADAPTEST_QEMU_WARM", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn adaptest");
+    let (pid, run_dir) = wait_for(
+        "QEMU never started",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("adaptest exited before QEMU started: {st}");
+            }
+            let dir = sb.run_in_progress()?;
+            let pid = std::fs::read_to_string(dir.join("targets/vm/qemu.pid")).ok()?;
+            Some((pid.trim().parse::<i32>().ok()?, dir))
+        },
+    );
+    assert!(alive(pid));
+    // SAFETY: kill(2) on the adaptest process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    // A hang detector, not a speed target: without the fix this waits for the 10 min timeout.
+    let code = wait_for(
+        "adaptest kept waiting for the boot after Ctrl-C",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || child.try_wait().expect("wait adaptest").map(|s| s.code()),
+    );
+    assert_eq!(code, Some(130));
+    wait_for(
+        "QEMU outlived the interrupted run",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || (!alive(pid)).then_some(()),
+    );
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap_or_default();
+    assert!(
+        !journal.contains("\"type\":\"case\""),
+        "an interrupted boot recorded cases: {journal}"
+    );
+}
+
 #[test]
 fn a_guest_killed_mid_suite_errors_its_cases_and_the_local_target_finishes() {
     let img = image(X86_IMAGE);
