@@ -224,9 +224,11 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// `path` as a request target: characters a URI may not hold (spaces, non-ASCII, quotes, …) are
-/// percent-encoded; `%`, `?`, `#`-less query syntax and reserved characters are kept as given.
+/// `path` (after `base_path`) as a request target: a `#fragment` is dropped (clients never send
+/// it), characters a URI may not hold (spaces, non-ASCII, quotes, …) are percent-encoded, and
+/// everything else — `%` escapes, the `?query`, reserved characters — is kept as given.
 fn request_target(base_path: &str, path: &str) -> String {
+    let path = path.split_once('#').map_or(path, |(p, _)| p);
     let joined = if path.starts_with('/') {
         format!("{base_path}{path}")
     } else {
@@ -488,6 +490,22 @@ impl Session for HttpSession {
         match op {
             "http.request" => self.request(op, args).await,
             _ => Err(self.net.unsupported(op)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_targets_are_valid_uris() {
+        assert_eq!(request_target("", "/a/b?x=1&y=%20"), "/a/b?x=1&y=%20");
+        assert_eq!(request_target("/app", "index.html"), "/app/index.html");
+        assert_eq!(request_target("/app", "/页 1#top"), "/app/%E9%A1%B5%201");
+        assert_eq!(request_target("", "/q?a=\"b\"|c"), "/q?a=%22b%22%7Cc");
+        for t in ["/a/b?x=1", "/app/%E9%A1%B5%201", "/q?a=%22b%22%7Cc"] {
+            assert!(t.parse::<hyper::Uri>().is_ok(), "{t}");
         }
     }
 }
