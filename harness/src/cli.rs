@@ -320,12 +320,14 @@ async fn run_plan(
     let signals = {
         let cancel = cancel.clone();
         let tx = tx.clone();
+        // Registered here, before any target starts, not on the task's first poll: a Ctrl-C
+        // that came before that poll would have killed the process the default way.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
             let which = tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
             let _ = tx.send(Event::Interrupted {
