@@ -263,11 +263,12 @@ fn idempotent(m: &hyper::Method) -> bool {
 impl HttpSession {
     /// Make the session's connection ready for a request: the open one once the previous
     /// exchange has finished on it, or a new one when the server closed it.
-    async fn ready(&mut self, what: &str) -> Result<(), ComponentError> {
+    /// Whether the connection is one that served an earlier exchange.
+    async fn ready(&mut self, what: &str) -> Result<bool, ComponentError> {
         if let Some(conn) = self.conn.as_mut()
             && self.net.op(what, conn.tx.ready()).await?.is_ok()
         {
-            return Ok(());
+            return Ok(true);
         }
         self.conn = None;
         let conn = self
@@ -276,24 +277,28 @@ impl HttpSession {
             .await
             .map_err(|e| self.net.lost(format!("{what}: {e}")))?;
         self.conn = Some(conn);
-        Ok(())
+        Ok(false)
     }
 
-    /// Send `req` over the session's (ready) connection: the response and the local address of
-    /// the connection that carried it.
+    /// Send `req` over the session's (ready) connection: what the server answered, the local
+    /// address of the connection, and whether that connection had been kept alive.
     async fn send(
         &mut self,
         what: &str,
         req: hyper::Request<Full<Bytes>>,
     ) -> Result<
-        Result<(hyper::Response<hyper::body::Incoming>, SocketAddr), hyper::Error>,
+        (
+            hyper::Result<hyper::Response<hyper::body::Incoming>>,
+            SocketAddr,
+            bool,
+        ),
         ComponentError,
     > {
-        self.ready(what).await?;
+        let kept_alive = self.ready(what).await?;
         let conn = self.conn.as_mut().expect("ready leaves a connection");
         let local = conn.local;
         let sent = self.net.op(what, conn.tx.send_request(req)).await?;
-        Ok(sent.map(|r| (r, local)))
+        Ok((sent, local, kept_alive))
     }
 
     fn build(
@@ -401,22 +406,21 @@ impl HttpSession {
         body: &Bytes,
     ) -> Result<Value, ComponentError> {
         let lost = |e: &hyper::Error| format!("{what}: {}", chain(e));
-        let was_open = self.conn.is_some();
         let req = self.build(op, method, target, headers, body)?;
-        let (resp, local) = match self.send(what, req).await? {
-            Ok(x) => x,
+        let (sent, local, kept_alive) = self.send(what, req).await?;
+        let (resp, local) = match sent {
+            Ok(resp) => (resp, local),
             // The server closed a kept-alive connection just as the request went out: once
             // more over a new connection if the request never left or may be repeated.
             Err(e)
-                if was_open
+                if kept_alive
                     && (e.is_canceled() || (e.is_incomplete_message() && idempotent(method))) =>
             {
                 tracing::debug!("{}; sending it again over a new connection", lost(&e));
                 self.conn = None;
                 let req = self.build(op, method, target, headers, body)?;
-                self.send(what, req)
-                    .await?
-                    .map_err(|e| self.net.lost(lost(&e)))?
+                let (sent, local, _) = self.send(what, req).await?;
+                (sent.map_err(|e| self.net.lost(lost(&e)))?, local)
             }
             Err(e) => return Err(self.net.lost(lost(&e))),
         };
