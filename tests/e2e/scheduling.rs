@@ -1,7 +1,8 @@
 //! Scheduling: timeouts kill whole process trees, retries, fail-fast, skips, parallel combinations.
 
 use crate::util::{
-    Sandbox, alive, case_statuses, combination_ids, local_plan, results, suite_toml, wait_for,
+    Sandbox, alive, case_statuses, combination_ids, detached_daemon_case, local_plan, results,
+    suite_toml, wait_for,
 };
 
 #[test]
@@ -79,23 +80,17 @@ fn daemons_outside_the_process_tree_are_killed_when_the_combination_ends() {
             "daemon",
             "os",
             &format!(
-                r#"[[case]]
-id = "daemon"
-title = "starts a daemon that leaves the process tree"
-# The pid is written after setsid(2): the case ends only once the daemon is out of its group.
-run = """
-( setsid sh -c 'echo $$ > {p}/daemon.tmp && mv {p}/daemon.tmp {p}/daemon; exec sleep 304' & )
-until [ -s {p}/daemon ]; do sleep 0.1; done
-echo started
-"""
-expect = {{ stdout = "started" }}
-
+                r#"{daemon}
 [[case]]
 id = "still-there"
 title = "later cases of the combination still have it (not a zombie)"
 run = 'grep "^State:" "/proc/$(cat {p}/daemon)/status"'
 expect = {{ stdout_regex = '^State:\s+S' }}
 "#,
+                daemon = detached_daemon_case(
+                    "starts a daemon that leaves the process tree",
+                    &pids.join("daemon")
+                ),
                 p = pids.display()
             ),
         ),

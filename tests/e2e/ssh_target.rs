@@ -3,8 +3,8 @@
 //! and an sshd that dies in the middle of a suite.
 
 use crate::util::{
-    Run, Sandbox, alive, assert_mandatory_pass, case, case_statuses, env_of, free_port, kill_tree,
-    reason, results, suite_toml, toml_list, wait_for, workspace,
+    Run, Sandbox, alive, assert_mandatory_pass, case, case_statuses, detached_daemon_case, env_of,
+    free_port, kill_tree, reason, results, suite_toml, toml_list, wait_for, workspace,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,16 +179,7 @@ title = "a background process left behind is killed when the command exits"
 run = 'sleep 300 & echo $! > {p}/leftover; echo done'
 expect = {{ stdout = "done" }}
 
-[[case]]
-id = "daemon"
-title = "a daemon outside the command's tree is killed when the combination ends"
-run = """
-( setsid sh -c 'echo $$ > {p}/daemon.tmp && mv {p}/daemon.tmp {p}/daemon; exec sleep 300' & )
-until [ -s {p}/daemon ]; do sleep 0.1; done
-echo started
-"""
-expect = {{ stdout = "started" }}
-
+{daemon}
 [[case]]
 id = "hang"
 title = "times out; its whole remote tree is killed"
@@ -205,7 +196,11 @@ id = "after"
 title = "the connection is still usable after a timeout"
 run = "echo still-here"
 expect = {{ stdout = "still-here" }}
-"#
+"#,
+                daemon = detached_daemon_case(
+                    "a daemon outside the command's tree is killed when the combination ends",
+                    &pids.join("daemon")
+                ),
             ),
         ),
     );

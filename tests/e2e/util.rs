@@ -293,6 +293,26 @@ pub fn suite_toml(id: &str, title: &str, component: &str, cases: &str) -> String
     format!("[suite]\nid = \"{id}\"\ntitle = \"{title}\"\ncomponent = \"{component}\"\n\n{cases}")
 }
 
+/// A `[[case]]` (id `daemon`) that starts `sleep 300` as a daemon outside the command's process
+/// tree (double fork + setsid), writes its pid to `pid_file` once it is out of the case's
+/// process group, and prints `started`.
+pub fn detached_daemon_case(title: &str, pid_file: &Path) -> String {
+    let p = pid_file.display();
+    format!(
+        r#"[[case]]
+id = "daemon"
+title = "{title}"
+# The pid is written after setsid(2): the case ends only once the daemon is out of its group.
+run = """
+( setsid sh -c 'echo $$ > {p}.tmp && mv {p}.tmp {p}; exec sleep 300' & )
+until [ -s {p} ]; do sleep 0.1; done
+echo started
+"""
+expect = {{ stdout = "started" }}
+"#
+    )
+}
+
 /// A plan running the given suite ids on the local host.
 pub fn local_plan(suites: &[&str]) -> String {
     format!(
