@@ -82,6 +82,27 @@ fn vm_plan(arch: &str, image: &Path, target_extra: &str, extra: &str) -> String 
     )
 }
 
+/// Wait until the run `child` (of `sb`) has started its guest's QEMU and `also(run_dir)` holds:
+/// QEMU's pid (from its pid file) and the run directory. Fails with `what` after `within`, and
+/// at once if adaptest exits first.
+fn wait_for_qemu(
+    what: &str,
+    sb: &Sandbox,
+    child: &mut std::process::Child,
+    within: Duration,
+    also: impl Fn(&Path) -> bool,
+) -> (i32, PathBuf) {
+    wait_for(what, within, Duration::from_millis(100), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("adaptest exited while waiting: {what}: {st}");
+        }
+        let dir = sb.run_in_progress()?;
+        let pid = std::fs::read_to_string(dir.join("targets/vm/qemu.pid")).ok()?;
+        let pid = pid.trim().parse::<i32>().ok()?;
+        also(&dir).then_some((pid, dir))
+    })
+}
+
 /// The throughput a bench case measured, for the log.
 fn bench_line(res: &Value, combination: &str, case: &str) -> String {
     res["combinations"]
@@ -286,18 +307,12 @@ fn ctrl_c_during_a_boot_ends_the_run_and_its_qemu() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn adaptest");
-    let (pid, run_dir) = wait_for(
+    let (pid, run_dir) = wait_for_qemu(
         "QEMU never started",
+        &sb,
+        &mut child,
         Duration::from_secs(120),
-        Duration::from_millis(100),
-        || {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("adaptest exited before QEMU started: {st}");
-            }
-            let dir = sb.run_in_progress()?;
-            let pid = std::fs::read_to_string(dir.join("targets/vm/qemu.pid")).ok()?;
-            Some((pid.trim().parse::<i32>().ok()?, dir))
-        },
+        |_| true,
     );
     assert!(alive(pid));
     // SAFETY: kill(2) on the adaptest process this test started.
@@ -352,22 +367,18 @@ fn a_guest_killed_mid_suite_errors_its_cases_and_the_local_target_finishes() {
         .spawn()
         .expect("spawn adaptest");
     // Wait for the guest to have finished two cases, then kill its QEMU by PID.
-    let (pid, run_dir) = wait_for(
+    let (pid, run_dir) = wait_for_qemu(
         "the guest never got going",
+        &sb,
+        &mut child,
         Duration::from_secs(600),
-        Duration::from_millis(100),
-        || {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("adaptest exited before the guest was killed: {st}");
-            }
-            let dir = sb.run_in_progress()?;
+        |dir| {
             let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
-            let done = journal
+            journal
                 .lines()
                 .filter(|l| l.contains("vm/os/t.slow"))
-                .count();
-            let pid = std::fs::read_to_string(dir.join("targets/vm/qemu.pid")).ok()?;
-            (done >= 2).then(|| (pid.trim().parse::<i32>().expect("pid"), dir))
+                .count()
+                >= 2
         },
     );
     assert!(alive(pid));
