@@ -755,7 +755,7 @@ async fn run_case(
                     ctx,
                     pair,
                     workdir,
-                    scope: scope_of(&ctx.run_id, combo),
+                    combo,
                 };
                 kinds::steps::run(adapter.as_ref(), &endpoint, &control, steps, &ctx.cancel).await
             }
@@ -1021,14 +1021,17 @@ struct Restarter<'a> {
     ctx: &'a Ctx,
     pair: &'a PairSlot,
     workdir: &'a str,
-    /// The combination's [`SCOPE_VAR`] value, for its `shell` steps.
-    scope: String,
+    /// The combination whose steps run: its [`SCOPE_VAR`] goes on their `shell` commands.
+    combo: &'a Combination,
 }
 
 #[async_trait::async_trait]
 impl kinds::ComponentControl for Restarter<'_> {
     fn command_env(&self) -> Vec<(String, String)> {
-        vec![(SCOPE_VAR.to_string(), self.scope.clone())]
+        vec![(
+            SCOPE_VAR.to_string(),
+            scope_of(&self.ctx.run_id, self.combo),
+        )]
     }
 
     async fn restart(&self) -> Result<(), String> {
