@@ -436,13 +436,30 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 }
 
 /// SIGKILL `pid` and every descendant of it (processes this test started).
+///
+/// The tree is frozen first (SIGSTOP, repeated until a pass finds no new descendant), so a
+/// process cannot fork a child that the kill misses: a listening sshd killed children-first
+/// could still accept a reconnect and fork a session that outlived it (seen in CI: the ssh
+/// fault test's next case passed through such an orphaned session).
 pub fn kill_tree(pid: i32) {
-    let mut all = descendants(pid);
-    all.push(pid);
-    for p in all {
-        if p > 1 {
+    if pid <= 1 {
+        return;
+    }
+    let mut frozen: Vec<i32> = Vec::new();
+    let mut next = vec![pid];
+    while !next.is_empty() {
+        for &p in &next {
             // SAFETY: kill(2) with a pid > 1 that this test started (or one of its children).
-            unsafe { libc::kill(p, libc::SIGKILL) };
+            unsafe { libc::kill(p, libc::SIGSTOP) };
         }
+        frozen.extend(&next);
+        next = descendants(pid)
+            .into_iter()
+            .filter(|p| *p > 1 && !frozen.contains(p))
+            .collect();
+    }
+    for p in frozen {
+        // SAFETY: as above; SIGKILL also ends a stopped process.
+        unsafe { libc::kill(p, libc::SIGKILL) };
     }
 }
