@@ -12,6 +12,8 @@ pub mod image_cmd;
 pub mod journal;
 pub mod kinds;
 pub mod rundir;
+pub mod secrets;
 pub mod shard;
 pub mod spec;
 pub mod verdict;
+
