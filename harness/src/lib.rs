@@ -17,3 +17,6 @@ pub mod shard;
 pub mod spec;
 pub mod verdict;
 
+
+#[cfg(test)]
+mod fuzz_tests;
