@@ -65,8 +65,8 @@ impl CaseOutcome {
     }
 
     /// A component error: infrastructure (cannot connect, connection lost) and a suite's own
-    /// mistake (bad arguments, an operation the component does not have) are `error`; only
-    /// what the server answered is `failed`.
+    /// mistake (arguments the adapter refuses) are `error`; what the component answered
+    /// (including that it lacks an operation of its capability) is `failed`.
     pub fn from_error(e: &ComponentError, prefix: &str) -> Self {
         let reason = format!("{prefix}{}", crate::engine::error_chain(e));
         if is_infra(e) || is_suite_error(e) {
@@ -85,13 +85,12 @@ pub fn is_infra(e: &ComponentError) -> bool {
     )
 }
 
-/// Is this a mistake of the suite (its arguments, an operation the component lacks) rather than
-/// anything the product did? Never the product's failure, and never what `expect_error` wants.
+/// Is this a mistake of the suite (arguments the adapter refuses) rather than anything the
+/// product did? Never the product's failure, and never what `expect_error` wants. (An
+/// operation the component lacks is not: validation refuses operations that exist nowhere, so
+/// a known one missing is the product's gap.)
 pub fn is_suite_error(e: &ComponentError) -> bool {
-    matches!(
-        e,
-        ComponentError::Arguments { .. } | ComponentError::Unsupported { .. }
-    )
+    matches!(e, ComponentError::Arguments { .. })
 }
 
 /// What steps may ask of the engine about the component itself.
