@@ -734,8 +734,15 @@ async fn run_case(
     if let Action::Run(run) = &case.action {
         // A case's process inherits no secret variable but those it names (`pass_env`).
         let scrub = ctx.secrets.scrubbed_vars(&run.pass_env);
-        return run_shell(slot.target.as_ref(), run, case, vars, (workdir, &scrub), &ctx.cancel)
-            .await;
+        return run_shell(
+            slot.target.as_ref(),
+            run,
+            case,
+            vars,
+            (workdir, &scrub),
+            &ctx.cancel,
+        )
+        .await;
     }
     if let Action::Import(imp) = &case.action {
         let scrub = ctx.secrets.scrubbed_vars(&[]);
@@ -988,8 +995,15 @@ async fn lifecycle_step(
             short.timeout = Duration::from_secs(10).min(case.timeout);
             // Lifecycle commands are the plan's own (a server started with its password):
             // they keep the secret variables; their output is redacted like a case's.
-            let o = run_shell(target.as_ref(), run, &short, vars.clone(), (workdir, &[]), cancel)
-                .await;
+            let o = run_shell(
+                target.as_ref(),
+                run,
+                &short,
+                vars.clone(),
+                (workdir, &[]),
+                cancel,
+            )
+            .await;
             if o.status == Status::Passed || o.cancelled || Instant::now() >= deadline {
                 break o;
             }

@@ -57,7 +57,11 @@ fn mutated(text: String) -> impl Strategy<Value = Vec<u8>> {
 fn check_errors(text: &str, errors: &spec::SpecErrors) {
     let lines = text.lines().count().max(1) + 1;
     for e in &errors.errors {
-        assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}: {e}", e.line);
+        assert!(
+            e.line >= 1 && e.line <= lines,
+            "line {} of {lines}: {e}",
+            e.line
+        );
         assert!(e.column >= 1, "{e}");
     }
 }
@@ -71,8 +75,10 @@ fn parse_suite_bytes(bytes: &[u8]) {
         }
         Err(_) => {
             let e = spec::diag::invalid_utf8("fuzz.toml".into(), bytes);
-            let valid = std::str::from_utf8(&bytes[..bytes.utf8_chunks().next().map_or(0, |c| c.valid().len())])
-                .expect("valid prefix");
+            let valid = std::str::from_utf8(
+                &bytes[..bytes.utf8_chunks().next().map_or(0, |c| c.valid().len())],
+            )
+            .expect("valid prefix");
             assert_eq!(e.line, valid.matches('\n').count() + 1, "{e}");
         }
     }

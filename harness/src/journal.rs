@@ -403,7 +403,11 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&line).unwrap();
         drop(f);
-        assert_eq!(read(&p).unwrap(), vec![rec("a")], "read counts only whole lines");
+        assert_eq!(
+            read(&p).unwrap(),
+            vec![rec("a")],
+            "read counts only whole lines"
+        );
         let j = Journal::open(&p).unwrap();
         assert_eq!(read(&p).unwrap(), vec![rec("a")], "open cut the same bytes");
         j.append(&rec("b")).unwrap();

@@ -17,6 +17,5 @@ pub mod shard;
 pub mod spec;
 pub mod verdict;
 
-
 #[cfg(test)]
 mod fuzz_tests;

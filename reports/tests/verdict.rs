@@ -318,8 +318,15 @@ fn nothing_certifies_from_nothing() {
     ] {
         let mut results = run(cases.clone());
         verdict::judge(&mut results, "2026-06-01");
-        assert_eq!(results.certification.basis.mandatory_executed, 0, "{cases:?}");
-        assert_eq!(results.certification.verdict, Verdict::NotCertified, "{cases:?}");
+        assert_eq!(
+            results.certification.basis.mandatory_executed, 0,
+            "{cases:?}"
+        );
+        assert_eq!(
+            results.certification.verdict,
+            Verdict::NotCertified,
+            "{cases:?}"
+        );
     }
     let mut results = run(vec![common::case("k", Passed, M)]);
     verdict::judge(&mut results, "2026-06-01");

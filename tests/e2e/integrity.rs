@@ -107,13 +107,23 @@ fn authoring_mistakes_are_invalid_input_and_a_suite_error_is_never_a_failure() {
     let v = sb.run(&["validate", bad.to_str().unwrap(), "--no-builtin"]);
     v.expect_code(2);
     let shown = bad.display().to_string();
-    v.expect_in_stderr(&format!("{shown}:9:10: case[0].steps[0].op: unknown operation"));
+    v.expect_in_stderr(&format!(
+        "{shown}:9:10: case[0].steps[0].op: unknown operation"
+    ));
     v.expect_in_stderr("`kv.frobnicate`");
     v.expect_in_stderr(&format!("{shown}:14:10:"));
     v.expect_in_stderr("case[1].steps[0].duration");
 
     // A plugin whose library is not there is the plan's mistake.
-    sb.write("suites/s.toml", &suite_toml("t.any", "any", "kv", "[[case]]\nid = \"x\"\ntitle = \"x\"\nsteps = [{ op = \"kv.ping\" }]\n"));
+    sb.write(
+        "suites/s.toml",
+        &suite_toml(
+            "t.any",
+            "any",
+            "kv",
+            "[[case]]\nid = \"x\"\ntitle = \"x\"\nsteps = [{ op = \"kv.ping\" }]\n",
+        ),
+    );
     sb.write(
         "plugin-plan.toml",
         &plan_with(
@@ -122,7 +132,13 @@ fn authoring_mistakes_are_invalid_input_and_a_suite_error_is_never_a_failure() {
             &["t.any"],
         ),
     );
-    let v = sb.run(&["validate", "plugin-plan.toml", "--suites", "suites", "--no-builtin"]);
+    let v = sb.run(&[
+        "validate",
+        "plugin-plan.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
     v.expect_code(2);
     v.expect_in_stderr("component[0].options.plugin");
     v.expect_in_stderr("libplugin.so does not exist");
@@ -140,7 +156,11 @@ fn authoring_mistakes_are_invalid_input_and_a_suite_error_is_never_a_failure() {
     );
     sb.write(
         "plan.toml",
-        &plan_with("[[component]]\nid = \"redis\"\nkind = \"redis\"\n", &["redis"], &["t.args"]),
+        &plan_with(
+            "[[component]]\nid = \"redis\"\nkind = \"redis\"\n",
+            &["redis"],
+            &["t.args"],
+        ),
     );
     let r = sb.run_own_suites(&[]);
     r.expect_code(3);
@@ -168,11 +188,24 @@ fn a_plan_that_runs_nothing_is_invalid_and_nothing_certifies_from_nothing() {
         "[product]\nname = \"x\"\nversion = \"1\"\nvendor = \"v\"\n\n[[target]]\nid = \"local\"\nkind = \"local\"\n\n\
          [[matrix]]\ntargets = []\ncomponents = []\nsuites = []\n",
     );
-    let v = sb.run(&["validate", "empty.toml", "--suites", "suites", "--no-builtin"]);
+    let v = sb.run(&[
+        "validate",
+        "empty.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
     v.expect_code(2);
     v.expect_in_stderr("empty.toml:10:1: matrix[0]: expands to no combination");
     v.expect_in_stderr("`suites` is empty");
-    let r = sb.run(&["run", "--plan", "empty.toml", "--suites", "suites", "--no-builtin"]);
+    let r = sb.run(&[
+        "run",
+        "--plan",
+        "empty.toml",
+        "--suites",
+        "suites",
+        "--no-builtin",
+    ]);
     r.expect_code(2);
     assert!(!sb.path().join("adaptest-runs").exists(), "nothing ran");
 
@@ -181,10 +214,17 @@ fn a_plan_that_runs_nothing_is_invalid_and_nothing_certifies_from_nothing() {
     let r = sb.run_own_suites(&[]);
     r.expect_code(1);
     let res = results(&sb.run_dir());
-    assert_eq!(res["certification"]["verdict"], "not_certified", "{}", res["certification"]);
+    assert_eq!(
+        res["certification"]["verdict"], "not_certified",
+        "{}",
+        res["certification"]
+    );
     assert_eq!(res["certification"]["basis"]["mandatory_executed"], 0);
     let html = std::fs::read_to_string(sb.run_dir().join("report.html")).unwrap();
-    assert!(html.contains("No mandatory case ran"), "the report says why");
+    assert!(
+        html.contains("No mandatory case ran"),
+        "the report says why"
+    );
 }
 
 /// A finished run of a one-case suite and its bundle signed with a new `algorithm` key.
@@ -192,22 +232,40 @@ fn bundled(algorithm: &str) -> (Sandbox, PathBuf, String) {
     let sb = Sandbox::new();
     sb.write(
         "suites/s.toml",
-        &suite_toml("b.one", "one", "os", "[[case]]\nid = \"hi\"\ntitle = \"hi\"\nrun = \"echo hi\"\n"),
+        &suite_toml(
+            "b.one",
+            "one",
+            "os",
+            "[[case]]\nid = \"hi\"\ntitle = \"hi\"\nrun = \"echo hi\"\n",
+        ),
     );
     sb.write("plan.toml", &local_plan(&["b.one"]));
     sb.run_own_suites(&[]).expect_code(0);
     let dir = sb.run_dir();
-    sb.run(&["keygen", "--out", "k", "--algorithm", algorithm]).expect_code(0);
-    sb.run(&["bundle", dir.to_str().unwrap(), "--key", "k.key", "-o", "b.tar.gz"])
+    sb.run(&["keygen", "--out", "k", "--algorithm", algorithm])
         .expect_code(0);
+    sb.run(&[
+        "bundle",
+        dir.to_str().unwrap(),
+        "--key",
+        "k.key",
+        "-o",
+        "b.tar.gz",
+    ])
+    .expect_code(0);
     let run_id = dir.file_name().unwrap().to_string_lossy().into_owned();
     (sb, dir, run_id)
 }
 
 /// The bundle rebuilt with the same entries plus a directory entry `<run-id>/extra/`.
 fn with_directory_entry(bundle: &Path, run_id: &str, out: &Path) {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(bundle).unwrap()));
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(out).unwrap(), flate2::Compression::default());
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(bundle).unwrap(),
+    ));
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(out).unwrap(),
+        flate2::Compression::default(),
+    );
     let mut builder = tar::Builder::new(gz);
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -219,7 +277,9 @@ fn with_directory_entry(bundle: &Path, run_id: &str, out: &Path) {
     dir.set_entry_type(tar::EntryType::Directory);
     dir.set_size(0);
     dir.set_mode(0o755);
-    builder.append_data(&mut dir, format!("{run_id}/extra/"), std::io::empty()).unwrap();
+    builder
+        .append_data(&mut dir, format!("{run_id}/extra/"), std::io::empty())
+        .unwrap();
     builder.into_inner().unwrap().finish().unwrap();
 }
 
@@ -246,7 +306,11 @@ fn verify_rejects_a_cut_padded_or_extended_archive_for_both_algorithms() {
         r.expect_in_stderr("13 byte(s) of trailing data after the gzip stream");
 
         // A directory entry the manifest does not list.
-        with_directory_entry(&sb.path().join("b.tar.gz"), &run_id, &sb.path().join("dir.tar.gz"));
+        with_directory_entry(
+            &sb.path().join("b.tar.gz"),
+            &run_id,
+            &sb.path().join("dir.tar.gz"),
+        );
         let r = verify("dir.tar.gz");
         r.expect_code(1);
         r.expect_in_stderr(&format!("{run_id}/extra/: a directory entry"));
@@ -275,7 +339,11 @@ fn resume_reruns_a_case_whose_record_lost_its_newline_and_refuses_bad_run_json()
     let r = sb.run(&["run", "--resume", dir.to_str().unwrap()]);
     r.expect_code(0);
     let res = results(&dir);
-    assert_eq!(case(&res, "local/os/r.two", "b")["status"], "passed", "re-run, not lost");
+    assert_eq!(
+        case(&res, "local/os/r.two", "b")["status"],
+        "passed",
+        "re-run, not lost"
+    );
     assert_eq!(case(&res, "local/os/r.two", "a")["status"], "passed");
 
     // A run.json a kill left empty says what to do; a run id that is a path is refused.
@@ -357,11 +425,24 @@ fn a_components_password_reaches_no_case_and_no_evidence() {
     let dir = sb.run_dir();
     let res = results(&dir);
     let env = case(&res, "local/os/t.env", "env");
-    assert!(!env["stdout"].as_str().unwrap().contains("ADAPTEST_E2E_SECRET"), "scrubbed: {env}");
+    assert!(
+        !env["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("ADAPTEST_E2E_SECRET"),
+        "scrubbed: {env}"
+    );
     assert_eq!(case(&res, "local/os/t.env", "asks")["stdout"], "got:***\n");
     sb.run(&["keygen", "--out", "k"]).expect_code(0);
-    sb.run(&["bundle", dir.to_str().unwrap(), "--key", "k.key", "-o", "b.tar.gz"])
-        .expect_code(0);
+    sb.run(&[
+        "bundle",
+        dir.to_str().unwrap(),
+        "--key",
+        "k.key",
+        "-o",
+        "b.tar.gz",
+    ])
+    .expect_code(0);
     for f in files(&dir) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
@@ -419,7 +500,12 @@ fn ctrl_c_does_not_wait_for_a_hung_server() {
         Duration::from_millis(100),
         || {
             let out = Command::new("ss")
-                .args(["-Htn", "state", "established", &format!("( dport = :{port} )")])
+                .args([
+                    "-Htn",
+                    "state",
+                    "established",
+                    &format!("( dport = :{port} )"),
+                ])
                 .output()
                 .unwrap();
             (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(())
@@ -436,10 +522,19 @@ fn ctrl_c_does_not_wait_for_a_hung_server() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     assert_eq!(status.code(), Some(130), "{events:?}");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    let interrupted = kinds.iter().position(|k| *k == "interrupted").expect("interrupted event");
-    let finished = kinds.iter().position(|k| *k == "run_finished").expect("run_finished event");
+    let interrupted = kinds
+        .iter()
+        .position(|k| *k == "interrupted")
+        .expect("interrupted event");
+    let finished = kinds
+        .iter()
+        .position(|k| *k == "run_finished")
+        .expect("run_finished event");
     assert!(interrupted < finished, "{kinds:?}");
-    assert!(!kinds.contains(&"case_finished"), "the cut case is not recorded: {kinds:?}");
+    assert!(
+        !kinds.contains(&"case_finished"),
+        "the cut case is not recorded: {kinds:?}"
+    );
     assert_eq!(events[finished]["exit_code"], 130);
 }
 

@@ -43,7 +43,10 @@ mod tests {
     fn shutdowns_are_gone_answers_are_not() {
         assert!(postgres_server_gone("57P01"));
         assert!(postgres_server_gone("08006"));
-        assert!(!postgres_server_gone("57014"), "a cancelled query is an answer");
+        assert!(
+            !postgres_server_gone("57014"),
+            "a cancelled query is an answer"
+        );
         assert!(!postgres_server_gone("23505"));
         assert!(mysql_server_gone(2013));
         assert!(mysql_server_gone(1053));

@@ -111,7 +111,12 @@ pub async fn run(
                     .args
                     .get("pass_env")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 shell(
                     endpoint.target.as_ref(),

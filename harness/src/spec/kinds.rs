@@ -159,9 +159,17 @@ fn check_known_op(op: &str) -> Result<(), (&'static str, String)> {
 fn check_engine_args(op: &str, t: &toml::Table) -> Result<(), (&'static str, String)> {
     match op {
         "sleep" => match t.get("duration") {
-            Some(toml::Value::String(d)) => parse_duration(d).map(|_| ()).map_err(|e| ("duration", e)),
-            Some(_) => Err(("duration", "`duration` must be a string such as \"200ms\"".into())),
-            None => Err(("duration", "`sleep` needs a `duration` (e.g. \"200ms\")".into())),
+            Some(toml::Value::String(d)) => {
+                parse_duration(d).map(|_| ()).map_err(|e| ("duration", e))
+            }
+            Some(_) => Err((
+                "duration",
+                "`duration` must be a string such as \"200ms\"".into(),
+            )),
+            None => Err((
+                "duration",
+                "`sleep` needs a `duration` (e.g. \"200ms\")".into(),
+            )),
         },
         "shell" => {
             match t.get("pass_env") {

@@ -397,9 +397,7 @@ fn check_id(source: &Source, id: &Spanned<String>, field: &str, errors: &mut Vec
 
 /// Does the (resolved) plugin option name a library or program that exists on this host? A
 /// program without a `/` is looked up on `PATH`.
-fn plugin_file_exists(
-    options: &BTreeMap<String, String>,
-) -> Result<(), (&'static str, String)> {
+fn plugin_file_exists(options: &BTreeMap<String, String>) -> Result<(), (&'static str, String)> {
     use adaptest_adapters::plugin::PluginSpec;
     let Some(Ok(spec)) = options.get("plugin").map(|t| PluginSpec::parse(t)) else {
         return Ok(());
@@ -767,7 +765,10 @@ pub fn parse_plan(
             let message = if empty.is_empty() {
                 "expands to no combination".to_string()
             } else {
-                format!("expands to no combination: `{}` is empty", empty.join("`, `"))
+                format!(
+                    "expands to no combination: `{}` is empty",
+                    empty.join("`, `")
+                )
             };
             errors.push(
                 source
