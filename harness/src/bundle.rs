@@ -792,7 +792,8 @@ pub fn verify(bundle: &Path, key: &PublicKey) -> Result<Verified, VerifyError> {
     let mut known_digest: Option<DigestAlgorithm> = None;
     let mut seen = HashSet::new();
 
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    // `bufread`: the decoder reads only the gzip member, so what follows it stays in our buffer.
+    let mut archive = tar::Archive::new(flate2::bufread::GzDecoder::new(io::BufReader::new(file)));
     let scan = (|| -> io::Result<()> {
         for entry in archive.entries()? {
             let mut entry = entry?;
@@ -821,10 +822,14 @@ pub fn verify(bundle: &Path, key: &PublicKey) -> Result<Verified, VerifyError> {
                 Some(_) => {}
             }
             let kind = entry.header().entry_type();
+            let rel = parts.join("/");
             if kind.is_dir() {
+                // `create` writes none: every entry must be a file the manifest lists.
+                problems.push(format!(
+                    "{shown}: a directory entry; a bundle holds only the files its manifest lists"
+                ));
                 continue;
             }
-            let rel = parts.join("/");
             if !kind.is_file() {
                 problems.push(format!(
                     "{rel}: a {kind:?} entry; a bundle holds only regular files"
@@ -886,7 +891,7 @@ pub fn verify(bundle: &Path, key: &PublicKey) -> Result<Verified, VerifyError> {
                 },
             );
         }
-        Ok(())
+        archive_end(archive.into_inner(), &mut problems)
     })();
     if let Err(e) = scan {
         problems.push(format!("the archive is damaged or not a .tar.gz: {e}"));
@@ -1005,6 +1010,43 @@ pub fn verify(bundle: &Path, key: &PublicKey) -> Result<Verified, VerifyError> {
     } else {
         Err(VerifyError::Rejected { problems })
     }
+}
+
+/// After the tar's end marker: the rest of the gzip stream must be zero padding, the stream
+/// must end with a valid trailer (CRC-32 and length, checked by the decoder when it reaches the
+/// end) and nothing may follow it.
+fn archive_end(
+    mut gz: flate2::bufread::GzDecoder<io::BufReader<File>>,
+    problems: &mut Vec<String>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut padding_ok = true;
+    loop {
+        let n = gz.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        padding_ok &= buf[..n].iter().all(|&b| b == 0);
+    }
+    if !padding_ok {
+        problems.push("data after the archive's end marker (inside the gzip stream)".to_owned());
+    }
+    let mut rest = gz.into_inner();
+    let mut extra = 0u64;
+    loop {
+        let n = io::BufRead::fill_buf(&mut rest)?.len();
+        if n == 0 {
+            break;
+        }
+        extra += n as u64;
+        io::BufRead::consume(&mut rest, n);
+    }
+    if extra > 0 {
+        problems.push(format!(
+            "{extra} byte(s) of trailing data after the gzip stream"
+        ));
+    }
+    Ok(())
 }
 
 /// The first 16 hex digits of a digest or key id, for messages.

@@ -446,7 +446,7 @@ fn cmd_validate(a: ValidateArgs) -> i32 {
             Ok(src) if spec::looks_like_suite(&src.text) => suite_files.push(f.clone()),
             Ok(_) => plan_files.push(f.clone()),
             Err(e) => {
-                eprint_diag(e);
+                eprint_load_error(e);
                 failed = true;
             }
         }

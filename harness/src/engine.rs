@@ -216,6 +216,8 @@ struct Ctx {
     targets: HashMap<String, TargetSlot>,
     /// (combination, case) already finished in an earlier session of this run.
     done: HashSet<(String, String)>,
+    /// Secret variables case processes do not inherit, and values no evidence may show.
+    secrets: crate::secrets::Secrets,
 }
 
 impl Ctx {
@@ -333,6 +335,7 @@ pub async fn execute(
         fail_fast_hit: AtomicBool::new(false),
         targets,
         done,
+        secrets: crate::secrets::Secrets::of_plan(plan),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -729,11 +732,29 @@ async fn run_case(
         (SCOPE_VAR.into(), scope_of(&ctx.run_id, combo)),
     ];
     if let Action::Run(run) = &case.action {
-        return run_shell(slot.target.as_ref(), run, case, vars, workdir, &ctx.cancel).await;
+        // A case's process inherits no secret variable but those it names (`pass_env`).
+        let scrub = ctx.secrets.scrubbed_vars(&run.pass_env);
+        return run_shell(
+            slot.target.as_ref(),
+            run,
+            case,
+            vars,
+            (workdir, &scrub),
+            &ctx.cancel,
+        )
+        .await;
     }
     if let Action::Import(imp) = &case.action {
-        return kinds::import::run(slot.target.as_ref(), imp, case, vars, workdir, &ctx.cancel)
-            .await;
+        let scrub = ctx.secrets.scrubbed_vars(&[]);
+        return kinds::import::run(
+            slot.target.as_ref(),
+            imp,
+            case,
+            vars,
+            (workdir, &scrub),
+            &ctx.cancel,
+        )
+        .await;
     }
     let Some(pair) = pair else {
         return CaseOutcome::error(format!(
@@ -745,9 +766,12 @@ async fn run_case(
         Ok(x) => x,
         Err(why) => return CaseOutcome::error(why),
     };
-    note_version(pair, adapter.as_ref(), &endpoint).await;
-    // A component case is bounded by the case's timeout like a shell command.
+    // A component case is bounded by the case's timeout like a shell command, and ends at once
+    // on Ctrl-C whatever it waits for (a connect, a login, an operation on a hung server):
+    // dropping the work drops its sessions, which closes their connections (and a command's
+    // guard kills its process tree). The version query is part of it.
     let work = async {
+        note_version(pair, adapter.as_ref(), &endpoint).await;
         match &case.action {
             Action::Run(_) | Action::Import(_) => unreachable!("handled above"),
             Action::Steps(steps) => {
@@ -780,9 +804,16 @@ async fn run_case(
             }
         }
     };
-    match tokio::time::timeout(case.timeout, work).await {
-        Ok(o) => o,
-        Err(_) => CaseOutcome::failed(format!("timed out after {}", format_duration(case.timeout))),
+    let timed = tokio::time::timeout(case.timeout, work);
+    tokio::select! {
+        biased;
+        () = ctx.cancel.cancelled() => CaseOutcome::cancelled(),
+        r = timed => match r {
+            Ok(o) => o,
+            Err(_) => {
+                CaseOutcome::failed(format!("timed out after {}", format_duration(case.timeout)))
+            }
+        },
     }
 }
 
@@ -791,10 +822,11 @@ async fn run_shell(
     run: &crate::spec::suite::RunAction,
     case: &Case,
     vars: Vec<(String, String)>,
-    workdir: &str,
+    (workdir, scrub): (&str, &[String]),
     cancel: &CancellationToken,
 ) -> CaseOutcome {
     let mut req = ExecRequest::new(run.command.clone(), case.timeout);
+    req.env_remove = scrub.to_vec();
     // Lifecycle commands start and stop services: what they leave running is the point.
     req.keep_background = case.tags.iter().any(|t| t == "lifecycle");
     req.stdin = run.stdin.clone().map(String::into_bytes);
@@ -961,14 +993,24 @@ async fn lifecycle_step(
         loop {
             let mut short = case.clone();
             short.timeout = Duration::from_secs(10).min(case.timeout);
-            let o = run_shell(target.as_ref(), run, &short, vars.clone(), workdir, cancel).await;
+            // Lifecycle commands are the plan's own (a server started with its password):
+            // they keep the secret variables; their output is redacted like a case's.
+            let o = run_shell(
+                target.as_ref(),
+                run,
+                &short,
+                vars.clone(),
+                (workdir, &[]),
+                cancel,
+            )
+            .await;
             if o.status == Status::Passed || o.cancelled || Instant::now() >= deadline {
                 break o;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     } else {
-        run_shell(target.as_ref(), run, case, vars, workdir, cancel).await
+        run_shell(target.as_ref(), run, case, vars, (workdir, &[]), cancel).await
     };
     if o.cancelled {
         return Ok(false);
@@ -1032,6 +1074,10 @@ impl kinds::ComponentControl for Restarter<'_> {
             SCOPE_VAR.to_string(),
             scope_of(&self.ctx.run_id, self.combo),
         )]
+    }
+
+    fn scrubbed_vars(&self, pass: &[String]) -> Vec<String> {
+        self.ctx.secrets.scrubbed_vars(pass)
     }
 
     async fn restart(&self) -> Result<(), String> {
@@ -1134,6 +1180,8 @@ fn record(
     duration_ms: u64,
     mut o: CaseOutcome,
 ) -> Result<(), EngineError> {
+    // Nothing written below may show a secret (the children are redacted by their own call).
+    ctx.secrets.redact_outcome(&mut o);
     // An import's tests first, each a case of its own (`import-id/test`); the import's own
     // record, written last, marks it finished (rundir::assemble shows the tests in its place).
     let mut imported = Vec::new();

@@ -285,15 +285,18 @@ pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
         v
     };
     let mut out = Vec::with_capacity(data.len());
-    let last = data.len();
     for (i, line) in data.into_iter().enumerate() {
-        let complete = line.last() == Some(&b'\n');
+        // One rule, the same as `Journal::open`'s: a record is a line ending in `\n`; anything
+        // after the last `\n` is a torn write, never counted (even when it parses), because
+        // the next open cuts it off and its case would then be lost.
+        if line.last() != Some(&b'\n') {
+            break;
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match serde_json::from_slice::<Record>(&line) {
             Ok(r) => out.push(r),
-            Err(_) if !complete && i + 1 == last => break, // torn tail
             Err(e) => {
                 return Err(JournalError::Corrupt {
                     path: path.to_path_buf(),
@@ -385,6 +388,30 @@ mod tests {
         drop(j);
         assert_eq!(rx.try_iter().collect::<Vec<_>>(), [("d", true)]);
         assert_eq!(read(&p).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_complete_record_without_its_newline_is_not_counted() {
+        // A kill between the record's bytes and its `\n` is impossible with one write, but a
+        // file cut by a full disk or a copy is not: what open cuts off, read must not count.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal.jsonl");
+        let j = Journal::open(&p).unwrap();
+        j.append(&rec("a")).unwrap();
+        drop(j);
+        let line = serde_json::to_vec(&rec("b")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&line).unwrap();
+        drop(f);
+        assert_eq!(
+            read(&p).unwrap(),
+            vec![rec("a")],
+            "read counts only whole lines"
+        );
+        let j = Journal::open(&p).unwrap();
+        assert_eq!(read(&p).unwrap(), vec![rec("a")], "open cut the same bytes");
+        j.append(&rec("b")).unwrap();
+        assert_eq!(read(&p).unwrap(), vec![rec("a"), rec("b")]);
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub mod image_cmd;
 pub mod journal;
 pub mod kinds;
 pub mod rundir;
+pub mod secrets;
 pub mod shard;
 pub mod spec;
 pub mod verdict;
+
+#[cfg(test)]
+mod fuzz_tests;

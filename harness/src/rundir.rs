@@ -116,13 +116,31 @@ pub fn create(base: &Path, run_id: &str, plan: &Plan) -> Result<PathBuf, RunDirE
         },
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    // Written last and atomically (a temporary file renamed into place): a kill at any moment
+    // leaves either no run.json (nothing ran) or a whole one, never an empty file.
+    let tmp = dir.join("run.json.partial");
     write(
-        &dir.join("run.json"),
+        &tmp,
         serde_json::to_string_pretty(&meta)
             .expect("meta serializes")
             .as_bytes(),
     )?;
+    std::fs::rename(&tmp, dir.join("run.json")).map_err(|source| RunDirError::Write {
+        path: dir.join("run.json"),
+        source,
+    })?;
     Ok(dir)
+}
+
+/// Is `id` a run id that is safe as one path component (it names the run directory and the
+/// top directory of a bundle): `[A-Za-z0-9._-]`, not empty, not `.` or `..`?
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
@@ -138,10 +156,31 @@ pub fn read_meta(dir: &Path) -> Result<RunMeta, RunDirError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| RunDirError::BadMeta {
-        path,
+    if text.trim().is_empty() {
+        // Only an adaptest older than the atomic write leaves this (killed while creating the
+        // directory): no case ran, so there is nothing to resume.
+        return Err(RunDirError::BadMeta {
+            path,
+            message: format!(
+                "it is empty: the run was killed while its directory was being created, before any case ran; nothing can be resumed — start a new run (and remove {})",
+                dir.display()
+            ),
+        });
+    }
+    let meta: RunMeta = serde_json::from_str(&text).map_err(|e| RunDirError::BadMeta {
+        path: path.clone(),
         message: e.to_string(),
-    })
+    })?;
+    if !valid_run_id(&meta.run_id) {
+        return Err(RunDirError::BadMeta {
+            path,
+            message: format!(
+                "run_id {:?} is not a run id (letters, digits, `.`, `_` and `-` only; not `.` or `..`)",
+                meta.run_id
+            ),
+        });
+    }
+    Ok(meta)
 }
 
 /// The plan and suites exactly as the run first used them (edits since then do not leak in).

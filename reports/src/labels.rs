@@ -251,6 +251,12 @@ pub(crate) fn conclusion(lang: Lang, product: &str, verdict: Verdict, complete: 
 /// The notes behind a verdict other than "certified", one sentence each.
 pub(crate) fn notes(lang: Lang, basis: &VerdictBasis, flaky: u64) -> Vec<String> {
     let mut out = Vec::new();
+    if basis.mandatory_executed == 0 {
+        out.push(match lang {
+            Lang::En => "No mandatory case ran: there is nothing to certify from.".to_string(),
+            Lang::ZhCn => "没有任何必测用例被执行：无据可依，不能认证。".to_string(),
+        });
+    }
     let mut note = |n: u64, en: &str, zh: &str| {
         if n > 0 {
             out.push(match lang {

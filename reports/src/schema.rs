@@ -322,6 +322,10 @@ pub struct VerdictBasis {
     pub expired_waiver: u64,
     /// Every planned case ran (the run was neither interrupted nor stopped by fail-fast).
     pub complete: bool,
+    /// Mandatory cases that ran to a result (passed, flaky, failed or errored; not skipped or
+    /// not run). With none, nothing was certified and the verdict is `not_certified`.
+    #[serde(default)]
+    pub mandatory_executed: u64,
 }
 
 /// The verdict on one target × component pair.

@@ -10,7 +10,9 @@
 //! | mandatory, failed or errored, no active waiver     | not certified                   |
 //!
 //! A group's verdict is the worst of its members' (a combination with no case is certified); the
-//! overall verdict is also never better than certified with notes when the run is incomplete.
+//! overall verdict is also never better than certified with notes when the run is incomplete,
+//! and it is not certified when no mandatory case ran at all (every one skipped, not run, or
+//! none planned): nothing certifies from nothing.
 //! Which waiver matches which case is decided by the harness, which knows the plan; this module
 //! only reads [`CaseResult::waiver`] and the waivers' [`WaiverStatus`].
 
@@ -56,6 +58,14 @@ pub fn judge(results: &mut RunResults, judged_on: &str) {
         for case in &combination.cases {
             let waived = is_waived(case, &waivers);
             verdict = verdict.max(case_verdict(case.level, case.status, waived));
+            if case.level == Level::Mandatory
+                && matches!(
+                    case.status,
+                    Status::Passed | Status::Flaky | Status::Failed | Status::Error
+                )
+            {
+                basis.mandatory_executed += 1;
+            }
             match case.status {
                 Status::Failed | Status::Error => {
                     match (case.level, waived) {
@@ -91,6 +101,9 @@ pub fn judge(results: &mut RunResults, judged_on: &str) {
         .unwrap_or(Verdict::Certified);
     if !basis.complete {
         overall = overall.max(Verdict::CertifiedWithNotes);
+    }
+    if basis.mandatory_executed == 0 {
+        overall = Verdict::NotCertified;
     }
     let certification = &mut results.certification;
     certification.verdict = overall;

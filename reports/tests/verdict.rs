@@ -102,7 +102,12 @@ fn case_with(level: Level, status: Status, w: W) -> CaseResult {
 #[test]
 fn every_level_outcome_and_waiver_gives_its_verdict() {
     for &(level, status, w, expected) in TABLE {
-        let mut results = run(vec![case_with(level, status, w)]);
+        // Beside a passed mandatory case: a run where no mandatory case ran is never certified
+        // (see `nothing_certifies_from_nothing`).
+        let mut results = run(vec![
+            case_with(level, status, w),
+            common::case("m", Passed, M),
+        ]);
         verdict::judge(&mut results, "2026-06-01");
         let row = format!("{level:?} {status:?} waiver {w:?}");
         assert_eq!(
@@ -300,4 +305,31 @@ fn junit_carries_verdicts_and_waivers() {
         Some("expired: known")
     );
     assert_eq!(prop(&cases[2].properties, "waiver"), None);
+}
+
+#[test]
+fn nothing_certifies_from_nothing() {
+    // Only optional cases, or every mandatory case skipped or not run: no certificate.
+    for cases in [
+        vec![],
+        vec![common::case("o", Passed, O)],
+        vec![common::case("k", Skipped, M)],
+        vec![common::case("k", NotRun, M), common::case("o", Passed, O)],
+    ] {
+        let mut results = run(cases.clone());
+        verdict::judge(&mut results, "2026-06-01");
+        assert_eq!(
+            results.certification.basis.mandatory_executed, 0,
+            "{cases:?}"
+        );
+        assert_eq!(
+            results.certification.verdict,
+            Verdict::NotCertified,
+            "{cases:?}"
+        );
+    }
+    let mut results = run(vec![common::case("k", Passed, M)]);
+    verdict::judge(&mut results, "2026-06-01");
+    assert_eq!(results.certification.basis.mandatory_executed, 1);
+    assert_eq!(results.certification.verdict, Verdict::Certified);
 }

@@ -1,6 +1,6 @@
 //! Evidence bundles through the real binary: keygen, bundle, verify — an untouched bundle
-//! verifies; a flipped byte in any kind of file, a removed or added file, another key or a
-//! damaged archive are all rejected. OpenSSL and sha256sum check the same bundle independently.
+//! verifies; a flipped byte in any kind of file, a removed or added file (or directory entry),
+//! another key or a damaged archive are all rejected. OpenSSL and sha256sum check the same bundle independently.
 
 use crate::util::{Run, Sandbox, local_plan};
 use std::path::{Path, PathBuf};
@@ -66,6 +66,27 @@ impl Fixture {
             .arg(&dir));
         let run_id = self.run_dir.file_name().unwrap();
         dir.join(run_id)
+    }
+
+    /// Pack only the files of an extracted run directory (in reverse order, no directory
+    /// entries) into `<name>.tar.gz`.
+    fn repack_files_only(&self, extracted: &Path, name: &str) -> PathBuf {
+        let out = self.sb.path().join(format!("{name}.tar.gz"));
+        let parent = extracted.parent().unwrap();
+        let mut files: Vec<PathBuf> = walk(extracted)
+            .into_iter()
+            .map(|p| p.strip_prefix(parent).unwrap().to_path_buf())
+            .collect();
+        files.sort();
+        files.reverse();
+        sh(Command::new("tar")
+            .arg("--no-recursion")
+            .arg("-czf")
+            .arg(&out)
+            .arg("-C")
+            .arg(parent)
+            .args(&files));
+        out
     }
 
     /// Pack an extracted run directory back into `<name>.tar.gz`.
@@ -222,10 +243,14 @@ fn an_untouched_bundle_verifies_and_holds_the_whole_run() {
         );
     }
 
-    // Repacking the same content with another tar (other order, directory entries, owners,
-    // times) still verifies: only content is signed.
-    let repacked = f.repack(&dir, "repacked");
+    // Repacking the same files with another tar (other order, owners, times) still verifies:
+    // only content is signed. Directory entries are not files of the manifest: rejected.
+    let repacked = f.repack_files_only(&dir, "repacked");
     f.verify(&repacked, "k.pub").expect_code(0);
+    let with_dirs = f.repack(&dir, "with-dirs");
+    let out = f.verify(&with_dirs, "k.pub");
+    out.expect_code(1);
+    out.expect_in_stderr("/logs/: a directory entry");
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod chromium;
 mod compare;
 mod default_run;
 mod import;
+mod integrity;
 mod journal_resume;
 mod lifecycle;
 mod malformed;

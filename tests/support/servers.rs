@@ -80,6 +80,11 @@ impl Server {
         self
     }
 
+    /// The PID of the server this test started.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL the server (by the PID this test started) and reap it.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
@@ -251,6 +256,22 @@ impl PasswordPg {
             "start",
         ]);
         PasswordPg { dir, port }
+    }
+}
+
+impl PasswordPg {
+    /// `pg_ctl stop -m fast`: the server ends every session (SQLSTATE 57P01) and shuts down.
+    pub(crate) fn stop_fast(&self) {
+        let data = self.dir.join("data").display().to_string();
+        as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data,
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]);
     }
 }
 

@@ -11,9 +11,11 @@ pub mod http;
 pub mod mqtt;
 pub mod nats;
 mod net;
+pub mod ops;
 pub mod redis;
 pub mod sql;
 pub mod sql_cli;
+pub mod sql_errors;
 
 use crate::target::{Target, TargetError};
 use serde_json::{Map, Value};

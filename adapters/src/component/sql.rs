@@ -695,6 +695,16 @@ fn db_error_text(db: &dyn sqlx::error::DatabaseError) -> String {
     sql_error_text(db.message(), &codes, None)
 }
 
+/// Is this server error one of `sql_errors`' "the server went away"?
+fn server_gone(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use super::sql_errors::{mysql_server_gone, postgres_server_gone};
+    if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+        return postgres_server_gone(pg.code());
+    }
+    db.try_downcast_ref::<MySqlDatabaseError>()
+        .is_some_and(|my| mysql_server_gone(u32::from(my.number())))
+}
+
 enum Conn {
     Pg(PgConnection),
     My(MySqlConnection),
@@ -743,6 +753,10 @@ impl SqlxSession {
 
     fn op_error(&mut self, e: sqlx::Error) -> ComponentError {
         match e {
+            sqlx::Error::Database(db) if server_gone(db.as_ref()) => {
+                self.conn = None;
+                self.settings.lost(db_error_text(db.as_ref()))
+            }
             sqlx::Error::Database(db) => ComponentError::Operation(db_error_text(db.as_ref())),
             e @ (sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)

@@ -506,7 +506,11 @@ fn psql_error(settings: &SqlSettings, code: i32, text: &str) -> ComponentError {
         .map(|c| format!("SQLSTATE {c}"))
         .unwrap_or_default();
     let detail = (!detail.is_empty()).then(|| detail.join(" "));
-    ComponentError::Operation(sql_error_text(message, &codes, detail.as_deref()))
+    let text = sql_error_text(message, &codes, detail.as_deref());
+    if sqlstate.is_some_and(super::sql_errors::postgres_server_gone) {
+        return settings.lost(short(&text));
+    }
+    ComponentError::Operation(text)
 }
 
 /// `ERROR 1062 (23000) at line 1: Duplicate entry …`; client errors (2xxx) are connection
@@ -543,7 +547,7 @@ fn mysql_error(settings: &SqlSettings, text: &str) -> ComponentError {
                 "connection refused (is the server running and listening there?): {}",
                 short(&full)
             )),
-        2006 | 2013 => settings.lost(short(&full)),
+        n if super::sql_errors::mysql_server_gone(n) => settings.lost(short(&full)),
         2000..=2999 => connect_problem(settings, &full),
         _ => ComponentError::Operation(full),
     }

@@ -71,6 +71,7 @@ impl Target for LocalTarget {
             command,
             stdin,
             env,
+            env_remove,
             cwd,
             timeout,
             capture_limit,
@@ -78,7 +79,11 @@ impl Target for LocalTarget {
         } = req;
 
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c").arg(&command).envs(env);
+        cmd.arg("-c").arg(&command);
+        for var in &env_remove {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env);
         if let Some(dir) = &cwd {
             cmd.current_dir(dir);
         }

@@ -32,6 +32,9 @@ pub struct ExecRequest {
     pub command: String,
     pub stdin: Option<Vec<u8>>,
     pub env: Vec<(String, String)>,
+    /// Variables of the harness's own environment the command must not inherit (secrets). Only
+    /// targets that run on this host inherit it; `env` still sets a variable named here.
+    pub env_remove: Vec<String>,
     pub cwd: Option<String>,
     pub timeout: Duration,
     /// At most this many bytes of stdout and of stderr are kept; the rest is counted and dropped.
@@ -48,6 +51,7 @@ impl ExecRequest {
             command: command.into(),
             stdin: None,
             env: Vec::new(),
+            env_remove: Vec::new(),
             cwd: None,
             timeout,
             capture_limit: 1 << 20,

@@ -258,6 +258,7 @@ impl QemuUserTarget {
             command,
             stdin,
             env,
+            env_remove,
             cwd,
             timeout,
             capture_limit,
@@ -306,6 +307,9 @@ impl QemuUserTarget {
                     cmd.current_dir(dir);
                 }
             }
+        }
+        for var in &env_remove {
+            cmd.env_remove(var);
         }
         cmd.envs(self.env.iter().cloned()).envs(env);
         run_command(

@@ -672,7 +672,7 @@ pub async fn run(
     imp: &ImportAction,
     case: &Case,
     vars: Vec<(String, String)>,
-    workdir: &str,
+    (workdir, scrub): (&str, &[String]),
     cancel: &CancellationToken,
 ) -> CaseOutcome {
     let mut log = String::new();
@@ -695,6 +695,7 @@ pub async fn run(
         }
     }
     let mut req = ExecRequest::new(imp.command.clone(), case.timeout);
+    req.env_remove = scrub.to_vec();
     req.cwd = Some(cwd);
     req.env = vars;
     req.env

@@ -64,11 +64,12 @@ impl CaseOutcome {
         }
     }
 
-    /// A component error: infrastructure (cannot connect, connection lost) is `error`, anything
-    /// the server answered is `failed`.
+    /// A component error: infrastructure (cannot connect, connection lost) and a suite's own
+    /// mistake (arguments the adapter refuses) are `error`; what the component answered
+    /// (including that it lacks an operation of its capability) is `failed`.
     pub fn from_error(e: &ComponentError, prefix: &str) -> Self {
         let reason = format!("{prefix}{}", crate::engine::error_chain(e));
-        if is_infra(e) {
+        if is_infra(e) || is_suite_error(e) {
             Self::error(reason)
         } else {
             Self::failed(reason)
@@ -84,6 +85,14 @@ pub fn is_infra(e: &ComponentError) -> bool {
     )
 }
 
+/// Is this a mistake of the suite (arguments the adapter refuses) rather than anything the
+/// product did? Never the product's failure, and never what `expect_error` wants. (An
+/// operation the component lacks is not: validation refuses operations that exist nowhere, so
+/// a known one missing is the product's gap.)
+pub fn is_suite_error(e: &ComponentError) -> bool {
+    matches!(e, ComponentError::Arguments { .. })
+}
+
 /// What steps may ask of the engine about the component itself.
 #[async_trait::async_trait]
 pub trait ComponentControl: Send + Sync {
@@ -94,4 +103,8 @@ pub trait ComponentControl: Send + Sync {
     /// combination's [`SCOPE_VAR`](crate::engine::SCOPE_VAR), by which what the commands leave
     /// running is found and ended when the combination finishes.
     fn command_env(&self) -> Vec<(String, String)>;
+
+    /// The secret variables a `shell` step's command must not inherit, given those it asks
+    /// for by name (`pass_env`).
+    fn scrubbed_vars(&self, pass: &[String]) -> Vec<String>;
 }

@@ -1,7 +1,7 @@
 //! `steps` cases: protocol-neutral operations on a component, each checked against its
 //! expectation, in order, over one or more named sessions.
 
-use super::{CaseOutcome, ComponentControl, is_infra};
+use super::{CaseOutcome, ComponentControl, is_infra, is_suite_error};
 use crate::spec::duration::parse_duration;
 use crate::spec::kinds::Step;
 use adaptest_adapters::component::{Component, ComponentError, Endpoint, Session, value_text};
@@ -107,9 +107,20 @@ pub async fn run(
         let res = match step.op.as_str() {
             "sleep" => sleep(&step.args).await,
             "shell" => {
+                let pass: Vec<String> = step
+                    .args
+                    .get("pass_env")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 shell(
                     endpoint.target.as_ref(),
-                    &endpoint.workdir,
+                    (&endpoint.workdir, control.scrubbed_vars(&pass)),
                     control.command_env(),
                     &step.args,
                     cancel,
@@ -155,7 +166,7 @@ pub async fn run(
             )),
             (Err(e), Some(want)) => {
                 let msg = e.to_string();
-                if msg.contains(want.as_str()) && !is_infra(e) {
+                if msg.contains(want.as_str()) && !is_infra(e) && !is_suite_error(e) {
                     None
                 } else {
                     Some(format!("error {msg:?} does not contain {want:?}"))
@@ -217,7 +228,7 @@ async fn sleep(args: &Map<String, Value>) -> Result<Value, ComponentError> {
 /// is `{exit, stdout, stderr}`.
 async fn shell(
     target: &dyn Target,
-    workdir: &str,
+    (workdir, scrub): (&str, Vec<String>),
     env: Vec<(String, String)>,
     args: &Map<String, Value>,
     cancel: &CancellationToken,
@@ -226,6 +237,7 @@ async fn shell(
     let mut req = ExecRequest::new(cmd, Duration::from_secs(120));
     req.cwd = Some(workdir.to_string());
     req.env = env;
+    req.env_remove = scrub;
     let o = target.exec(req, cancel).await?;
     let out = serde_json::json!({
         "exit": o.exit_code,

@@ -213,6 +213,32 @@ pub fn field_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// The error for a file that is not UTF-8: at the first bad byte, with its value.
+pub fn invalid_utf8(name: String, bytes: &[u8]) -> SpecError {
+    let at = match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    // The lossy text is the valid prefix unchanged, so `at` is the same offset in it.
+    let source = Source::new(name, String::from_utf8_lossy(bytes).into_owned());
+    let field = field_at(&source.text, at);
+    let field = if field.is_empty() {
+        "(document)".to_string()
+    } else {
+        field
+    };
+    source
+        .error(
+            at..at + '\u{fffd}'.len_utf8(),
+            &field,
+            format!(
+                "invalid UTF-8 (byte 0x{:02x}): plans and suites are UTF-8 text",
+                bytes.get(at).copied().unwrap_or(0)
+            ),
+        )
+        .with_help("convert the file, e.g. `iconv -f GB18030 -t UTF-8 FILE`")
+}
+
 /// Convert a TOML deserialization error into a [`SpecError`] pointing at the offending spot.
 pub fn from_toml_error(source: &Source, err: &toml::de::Error) -> SpecError {
     let span = err.span().unwrap_or(0..0);

@@ -128,9 +128,75 @@ fn opt_string(
     }
 }
 
+/// Operations the engine runs itself rather than a component.
+pub const ENGINE_OPERATIONS: &[&str] = &["sleep", "shell", "component.restart"];
+
+/// Refuse an operation that exists nowhere: neither the engine's nor one of a built-in
+/// namespace (a plugin's own namespaces cannot be known before it runs).
+fn check_known_op(op: &str) -> Result<(), (&'static str, String)> {
+    if ENGINE_OPERATIONS.contains(&op) {
+        return Ok(());
+    }
+    if !op.contains('.') {
+        return Err((
+            "op",
+            format!(
+                "unknown operation `{op}`: the engine's are {}; others are `capability.operation` (e.g. `kv.set`)",
+                ENGINE_OPERATIONS.join(", ")
+            ),
+        ));
+    }
+    match adaptest_adapters::component::ops::unknown_builtin(op) {
+        Some(known) => Err((
+            "op",
+            format!("unknown operation `{op}`; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The arguments of the engine's own operations, checked before anything runs.
+fn check_engine_args(op: &str, t: &toml::Table) -> Result<(), (&'static str, String)> {
+    match op {
+        "sleep" => match t.get("duration") {
+            Some(toml::Value::String(d)) => {
+                parse_duration(d).map(|_| ()).map_err(|e| ("duration", e))
+            }
+            Some(_) => Err((
+                "duration",
+                "`duration` must be a string such as \"200ms\"".into(),
+            )),
+            None => Err((
+                "duration",
+                "`sleep` needs a `duration` (e.g. \"200ms\")".into(),
+            )),
+        },
+        "shell" => {
+            match t.get("pass_env") {
+                None => {}
+                Some(toml::Value::Array(a)) if a.iter().all(toml::Value::is_str) => {}
+                Some(_) => {
+                    return Err((
+                        "pass_env",
+                        "`pass_env` must be a list of variable names".into(),
+                    ));
+                }
+            }
+            match t.get("run") {
+                Some(toml::Value::String(_)) => Ok(()),
+                Some(_) => Err(("run", "`run` must be a string (a shell command)".into())),
+                None => Err(("run", "`shell` needs `run` (a shell command)".into())),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Parse one step table; the error names the offending key.
 pub fn parse_step(t: &toml::Table) -> Result<Step, (&'static str, String)> {
     let op = op_name(t)?;
+    check_known_op(&op)?;
+    check_engine_args(&op, t)?;
     let session = opt_string(t, "session")?.unwrap_or_else(|| "a".into());
     let expect_contains = opt_string(t, "expect_contains")?;
     let expect_error = opt_string(t, "expect_error")?;
@@ -170,6 +236,7 @@ pub fn parse_step(t: &toml::Table) -> Result<Step, (&'static str, String)> {
 /// Parse a `bench` table; the error names the offending key.
 pub fn parse_bench(t: &toml::Table) -> Result<BenchAction, (&'static str, String)> {
     let op = op_name(t)?;
+    check_known_op(&op)?;
     let uint = |key: &'static str| -> Result<Option<u64>, (&'static str, String)> {
         match t.get(key) {
             None => Ok(None),

@@ -57,12 +57,18 @@ pub enum LoadError {
     Spec(#[from] SpecErrors),
 }
 
-pub fn read_source(path: &Path) -> Result<Source, ReadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReadError {
+/// Read a plan or suite file. Text that is not UTF-8 is an input error at the first bad byte
+/// (file, line, column), not an I/O error without a place.
+pub fn read_source(path: &Path) -> Result<Source, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(Source::new(path.display().to_string(), text))
+    let name = path.display().to_string();
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Source::new(name, text)),
+        Err(e) => Err(SpecErrors::from(diag::invalid_utf8(name, e.as_bytes())).into()),
+    }
 }
 
 /// Is this TOML text a suite (it has a `[suite]` table) rather than a plan?
@@ -107,6 +113,18 @@ pub fn load_suites(
 ) -> Result<SuiteSet, LoadError> {
     let mut sources = Vec::new();
     let mut user = Vec::new();
+    let mut errors = Vec::new();
+    let mut read = |path: &Path, user: &mut Vec<Source>| match read_source(path) {
+        Ok(s) => {
+            user.push(s);
+            Ok(())
+        }
+        Err(LoadError::Spec(e)) => {
+            errors.extend(e.errors);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
     if builtin {
         for (path, text) in adaptest_suites::suite_files() {
             sources.push(Source::new(format!("builtin:{path}"), text));
@@ -114,16 +132,15 @@ pub fn load_suites(
     }
     for d in dirs {
         for f in toml_files(d)? {
-            user.push(read_source(&f)?);
+            read(&f, &mut user)?;
         }
     }
     for f in files {
-        user.push(read_source(f)?);
+        read(f, &mut user)?;
     }
     let builtin_count = sources.len();
     sources.extend(user);
     let mut set: SuiteSet = BTreeMap::new();
-    let mut errors = Vec::new();
     let mut from_user: BTreeMap<String, String> = BTreeMap::new();
     for (i, src) in sources.into_iter().enumerate() {
         if !looks_like_suite(&src.text) {

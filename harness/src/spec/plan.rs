@@ -395,6 +395,41 @@ fn check_id(source: &Source, id: &Spanned<String>, field: &str, errors: &mut Vec
     }
 }
 
+/// Does the (resolved) plugin option name a library or program that exists on this host? A
+/// program without a `/` is looked up on `PATH`.
+fn plugin_file_exists(options: &BTreeMap<String, String>) -> Result<(), (&'static str, String)> {
+    use adaptest_adapters::plugin::PluginSpec;
+    let Some(Ok(spec)) = options.get("plugin").map(|t| PluginSpec::parse(t)) else {
+        return Ok(());
+    };
+    let (what, path) = match spec {
+        PluginSpec::Dylib(p) => ("plugin library", p),
+        PluginSpec::Exec { program, .. } if program.contains('/') => {
+            ("plugin program", PathBuf::from(program))
+        }
+        PluginSpec::Exec { program, .. } => {
+            let on_path = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&program).is_file()));
+            return if on_path {
+                Ok(())
+            } else {
+                Err((
+                    "plugin",
+                    format!("plugin program `{program}` is not on PATH"),
+                ))
+            };
+        }
+    };
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err((
+            "plugin",
+            format!("{what} {} does not exist", path.display()),
+        ))
+    }
+}
+
 /// Parse, validate and expand a plan against the available suites.
 pub fn parse_plan(
     source: Source,
@@ -538,10 +573,19 @@ pub fn parse_plan(
                 (k.clone(), text)
             })
             .collect();
-        // A plugin names its library or program, relative to the plan's directory.
+        // A plugin names its library or program, relative to the plan's directory; it must
+        // be there (a typo is the plan's mistake, not the product's failure at run time). A
+        // plan re-read from a run directory (`source.base` set: resume, merge) is not checked
+        // again: merging shards must work on a machine without the plugin.
         if kind == "plugin"
             && let Err((field, message)) =
-                adaptest_adapters::plugin::resolve_options(&mut options, &base)
+                adaptest_adapters::plugin::resolve_options(&mut options, &base).and_then(|()| {
+                    if source.base.is_none() {
+                        plugin_file_exists(&options)
+                    } else {
+                        Ok(())
+                    }
+                })
         {
             errors.push(source.error(
                 c.kind.span(),
@@ -618,6 +662,7 @@ pub fn parse_plan(
     for (mi, m) in file.matrix.iter().enumerate() {
         let m_span = m.span();
         let m = m.get_ref();
+        let errors_before = errors.len();
         let pick =
             |pats: &[Spanned<String>], ids: &[String], what: &str, errors: &mut Vec<SpecError>| {
                 let mut out = Vec::new();
@@ -707,15 +752,39 @@ pub fn parse_plan(
                 );
             }
         }
-        if added == 0 && !ts.is_empty() && !cs.is_empty() && !ss.is_empty() {
+        // Also when a list is empty (`targets = []`): nothing from this matrix would run.
+        if added == 0 && errors.len() == errors_before {
+            let empty: Vec<&str> = [
+                ("targets", m.targets.is_empty()),
+                ("components", m.components.is_empty()),
+                ("suites", m.suites.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(f, e)| e.then_some(f))
+            .collect();
+            let message = if empty.is_empty() {
+                "expands to no combination".to_string()
+            } else {
+                format!(
+                    "expands to no combination: `{}` is empty",
+                    empty.join("`, `")
+                )
+            };
             errors.push(
                 source
-                    .error(range_head(&m_span), &format!("matrix[{mi}]"), "expands to no combination")
+                    .error(range_head(&m_span), &format!("matrix[{mi}]"), message)
                     .with_help("a suite pairs only with components of the kind it exercises (`[suite] component`), and `exclude` removes pairs"),
             );
         }
     }
     let combinations = with_lifecycle(combinations, &components);
+    if errors.is_empty() && combinations.iter().all(|c| c.suite.cases.is_empty()) {
+        errors.push(
+            source
+                .error(0..0, "matrix", "the plan expands to no case: nothing would be certified")
+                .with_help("`adaptest plan show` lists the combinations; `adaptest list --cases` the suites' cases"),
+        );
+    }
     let waivers = parse_waivers(&source, &file.waivers, &combinations, &mut errors);
     if !errors.is_empty() {
         return Err(SpecErrors { errors });
@@ -983,6 +1052,7 @@ fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
                 command: cmd.clone(),
                 stdin: None,
                 env: BTreeMap::new(),
+                pass_env: Vec::new(),
                 cwd: None,
                 expect: Expectations {
                     exit: 0,

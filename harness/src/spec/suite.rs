@@ -64,6 +64,10 @@ struct CaseSpec {
     stdin: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Secret variables (a component's `password_env`) this command may inherit; every other
+    /// one is removed from its environment.
+    #[serde(default)]
+    pass_env: Vec<String>,
     cwd: Option<String>,
     expect: Option<ExpectSpec>,
     // kind `sql`: a sqllogictest file, relative to the suite file
@@ -173,6 +177,8 @@ pub struct RunAction {
     pub command: String,
     pub stdin: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// Secret variables the command may inherit (`pass_env`).
+    pub pass_env: Vec<String>,
     pub cwd: Option<String>,
     pub expect: Expectations,
 }
@@ -301,6 +307,12 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
             .collect();
         if c.run.is_some() {
             kinds.insert(0, "run");
+        } else if !c.pass_env.is_empty() {
+            errors.push(source.error(
+                span.clone(),
+                &at("pass_env"),
+                "`pass_env` is for `run` cases (a `shell` step takes its own `pass_env`)",
+            ));
         }
         let action = match kinds.as_slice() {
             [] => {
@@ -341,6 +353,7 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
                     command: run.get_ref().clone(),
                     stdin: c.stdin,
                     env: c.env,
+                    pass_env: c.pass_env,
                     cwd: c.cwd,
                     expect: Expectations {
                         exit: e.exit.unwrap_or(0),
