@@ -789,18 +789,17 @@ async fn run_case(
                     Ok(s) => s,
                     Err(e) => return CaseOutcome::from_error(&e, ""),
                 };
-                let (name, r) = tokio::select! {
-                    r = kinds::sql::run_case(session.as_mut(), &combo.component_kind, sql) => r,
+                let (name, report) = tokio::select! {
+                    r = kinds::sql::run_case(
+                        session.as_mut(),
+                        &combo.component_kind,
+                        sql,
+                        &pair.spec.labels,
+                    ) => r,
                     () = ctx.cancel.cancelled() => return CaseOutcome::cancelled(),
                 };
                 let _ = session.close().await;
-                let mut o = match r {
-                    Ok(()) => CaseOutcome::passed(),
-                    Err(f) if f.infra => CaseOutcome::error(f.message),
-                    Err(f) => CaseOutcome::failed(f.message),
-                };
-                o.log = format!("sqllogictest {name} on {}\n", combo.component_kind);
-                o
+                kinds::sql::outcome(&name, &combo.component_kind, &report)
             }
         }
     };
@@ -864,6 +863,7 @@ async fn run_shell(
                 metrics: Vec::new(),
                 cancelled: false,
                 children: Vec::new(),
+                sql_records: None,
             }
         }
     }
@@ -1227,6 +1227,7 @@ fn record(
         metrics: o.metrics,
         finished_at: now_rfc3339(),
         imported,
+        sql_records: o.sql_records,
     };
     // The case counts (its event) once its record is durable; the next case runs meanwhile.
     let events = ctx.events.clone();

@@ -51,6 +51,9 @@ pub struct CaseRecord {
     /// record (the results show them in its place). Absent for every other case.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imported: Vec<String>,
+    /// For an `sql` case: what its script did with its records. Absent for every other case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_records: Option<adaptest_reports::SqlRecords>,
 }
 
 impl CaseRecord {
@@ -340,6 +343,7 @@ mod tests {
             metrics: vec![],
             finished_at: "2026-11-27T00:00:00Z".into(),
             imported: vec![],
+            sql_records: None,
         })
     }
 

@@ -276,6 +276,7 @@ pub fn assemble(
                     tags: case.tags.clone(),
                     metrics: r.metrics.clone(),
                     waiver: None,
+                    sql_records: r.sql_records,
                 },
                 None => CaseResult {
                     id: case.id.clone(),
@@ -297,6 +298,7 @@ pub fn assemble(
                     tags: case.tags.clone(),
                     metrics: Vec::new(),
                     waiver: None,
+                    sql_records: None,
                 },
             });
         }

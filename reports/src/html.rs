@@ -313,6 +313,8 @@ struct CaseRow<'a> {
     waiver_number: usize,
     /// Index of the case in the "Failures" section, when it has an entry there.
     detail: Option<usize>,
+    /// An `sql` case's record counts (empty for other kinds).
+    records: String,
 }
 
 #[derive(Serialize)]
@@ -321,6 +323,7 @@ struct PassedRow<'a> {
     title: &'a str,
     level: &'static str,
     duration: String,
+    records: String,
 }
 
 #[derive(Serialize)]
@@ -341,6 +344,7 @@ struct FailureView<'a> {
     waiver_expires: &'a str,
     stdout: Cow<'a, str>,
     stderr: Cow<'a, str>,
+    records: String,
 }
 
 #[derive(Serialize)]
@@ -412,6 +416,14 @@ impl<'a> View<'a> {
                 if case.status == Status::Passed {
                     passed_count += 1;
                     if passed_paged {
+                        let records = records_text(case, t);
+                        let titled;
+                        let title = if records.is_empty() {
+                            title
+                        } else {
+                            titled = format!("{title} — {}: {records}", t.sql_records);
+                            titled.as_str()
+                        };
                         push_passed_json(
                             &mut passed_data,
                             &case.id,
@@ -425,6 +437,7 @@ impl<'a> View<'a> {
                             title,
                             level,
                             duration: text::duration(case.duration_ms),
+                            records: records_text(case, t),
                         });
                     }
                     continue;
@@ -450,6 +463,7 @@ impl<'a> View<'a> {
                     waiver,
                     waiver_number,
                     detail,
+                    records: records_text(case, t),
                 });
             }
             if passed_paged {
@@ -818,8 +832,26 @@ impl<'a> FailureView<'a> {
             waiver_expires: record.map_or("", |w| w.expires.as_str()),
             stdout: text::bounded(&case.stdout, HTML_EXCERPT_CAP),
             stderr: text::bounded(&case.stderr, HTML_EXCERPT_CAP),
+            records: records_text(case, t),
         }
     }
+}
+
+/// An `sql` case's record counts in the report's language (`12 ran · 2 skipped by condition ·
+/// 0 left after a halt`); empty for other kinds.
+fn records_text(case: &CaseResult, t: &Labels) -> String {
+    let Some(r) = &case.sql_records else {
+        return String::new();
+    };
+    [
+        (t.records_ran, r.ran),
+        (t.records_skipped, r.skipped),
+        (t.records_halted, r.halted),
+    ]
+    .iter()
+    .map(|(l, n)| l.replacen("{}", &n.to_string(), 1))
+    .collect::<Vec<_>>()
+    .join(" · ")
 }
 
 /// `primary` in the chosen language, falling back to the other language when it is empty.

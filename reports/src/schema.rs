@@ -147,6 +147,22 @@ pub struct CaseResult {
     /// it applied is that waiver's [`WaiverRecord::status`]. Absent otherwise (schema 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiver: Option<u32>,
+    /// For an `sql` case: how many of its script's records ran, were skipped by a condition and
+    /// were left after a halt. Absent for other kinds (an optional addition to schema 2: readers
+    /// that do not know it ignore it, and no other field changes meaning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_records: Option<SqlRecords>,
+}
+
+/// What an `sql` case's sqllogictest script did with its records (`statement`, `query`, `let`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SqlRecords {
+    /// Sent to the database (including the one that failed, if any).
+    pub ran: u64,
+    /// Not run on this component: an `onlyif`/`skipif` condition said so.
+    pub skipped: u64,
+    /// Never reached: after a `halt` that applied to this component.
+    pub halted: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -31,4 +31,6 @@ mod reports;
 mod scheduling;
 mod shards;
 mod sql;
+mod sql_classic;
+mod sql_conformance;
 mod ssh_target;

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// A plan with these `[[component]]` blocks (TOML bodies, `id` first) and the given suites.
-fn plan(components: &[&str], suites: &[&str]) -> String {
+pub fn plan(components: &[&str], suites: &[&str]) -> String {
     let mut s = String::from(
         "[product]\nname = \"SQL e2e\"\nversion = \"1\"\nvendor = \"adaptest\"\n\n[[target]]\nid = \"local\"\nkind = \"local\"\n",
     );
@@ -35,7 +35,7 @@ fn plan(components: &[&str], suites: &[&str]) -> String {
 }
 
 /// A component block: `id`, `kind`, and the user and database of this machine's servers.
-fn component(id: &str, kind: &str, database: &str) -> String {
+pub fn component(id: &str, kind: &str, database: &str) -> String {
     let user = if kind.contains("mysql") || kind == "mariadb" {
         "root"
     } else {
@@ -50,7 +50,7 @@ const LITECLI: &str = "id = \"litecli\"\nkind = \"sqlite-cli\"";
 /// A database of its own on this machine's PostgreSQL and MariaDB (created if missing), so the
 /// suite's fixed table names meet no other test running `db.sql-core` at the same time (the
 /// loopback plan uses `test`).
-fn own_databases(name: &str) {
+pub fn own_databases(name: &str) {
     let exists = psql(
         &["-A", "-t"],
         &format!("select 1 from pg_database where datname = '{name}'"),

@@ -185,8 +185,18 @@ pub fn sql_kind(name: &str) -> Option<&'static SqlKind> {
     SQL_KINDS.iter().find(|k| k.name == name)
 }
 
-/// The `skipif`/`onlyif` labels of a kind: its name, its dialect and its access (`driver` or
-/// `cli`), e.g. `["mariadb", "mysql", "driver"]`. `dialect` overrides the kind's (for `sql-cli`).
+/// Other names classic sqllogictest files use for a dialect's label (the original program's
+/// engine names): `skipif postgresql` means PostgreSQL.
+pub fn dialect_aliases(dialect: &str) -> &'static [&'static str] {
+    match dialect {
+        "postgres" => &["postgresql"],
+        _ => &[],
+    }
+}
+
+/// The `skipif`/`onlyif` labels of a kind: its name, its dialect with the dialect's aliases and
+/// its access (`driver` or `cli`), e.g. `["mariadb", "mysql", "driver"]`, `["postgres",
+/// "postgresql", "driver"]`. `dialect` overrides the kind's (for `sql-cli`).
 pub fn engine_labels(kind: &str, dialect: Option<&str>) -> Vec<String> {
     let mut labels = vec![kind.to_string()];
     let mut push = |l: &str| {
@@ -195,10 +205,13 @@ pub fn engine_labels(kind: &str, dialect: Option<&str>) -> Vec<String> {
         }
     };
     if let Some(k) = sql_kind(kind) {
-        push(dialect.unwrap_or(k.dialect.label()));
+        let d = dialect.unwrap_or(k.dialect.label());
+        push(d);
+        dialect_aliases(d).iter().for_each(|a| push(a));
         push(k.access.label());
     } else if let Some(d) = dialect {
         push(d);
+        dialect_aliases(d).iter().for_each(|a| push(a));
     }
     labels
 }
@@ -993,11 +1006,21 @@ mod tests {
             engine_labels("mariadb", None),
             ["mariadb", "mysql", "driver"]
         );
-        assert_eq!(engine_labels("psql", None), ["psql", "postgres", "cli"]);
-        assert_eq!(engine_labels("postgres", None), ["postgres", "driver"]);
+        assert_eq!(
+            engine_labels("psql", None),
+            ["psql", "postgres", "postgresql", "cli"]
+        );
+        assert_eq!(
+            engine_labels("postgres", None),
+            ["postgres", "postgresql", "driver"]
+        );
         assert_eq!(
             engine_labels("sql-cli", Some("postgres")),
-            ["sql-cli", "postgres", "cli"]
+            ["sql-cli", "postgres", "postgresql", "cli"]
+        );
+        assert_eq!(
+            engine_labels("sqlite-cli", None),
+            ["sqlite-cli", "sqlite", "cli"]
         );
     }
 

@@ -874,6 +874,7 @@ pub fn child_result(import: &Case, r: &crate::journal::CaseRecord) -> adaptest_r
         tags: import.tags.clone(),
         metrics: r.metrics.clone(),
         waiver: None,
+        sql_records: None,
     }
 }
 

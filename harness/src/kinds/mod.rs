@@ -24,6 +24,8 @@ pub struct CaseOutcome {
     pub cancelled: bool,
     /// Cases this one produced (an `import`'s tests), recorded before it.
     pub children: Vec<import::ImportedCase>,
+    /// An `sql` case's record counts (ran, skipped by condition, left after a halt).
+    pub sql_records: Option<adaptest_reports::SqlRecords>,
 }
 
 impl CaseOutcome {
@@ -38,6 +40,7 @@ impl CaseOutcome {
             metrics: Vec::new(),
             cancelled: false,
             children: Vec::new(),
+            sql_records: None,
         }
     }
 

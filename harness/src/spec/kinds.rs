@@ -16,6 +16,9 @@ pub struct SqlAction {
     pub script: String,
     /// engine (component kind) → script
     pub variants: BTreeMap<String, String>,
+    /// Results of more values than this are shown hashed in failures (`hash_threshold`, the
+    /// classic program's 8 unless the suite or case says otherwise; 0: never).
+    pub hash_threshold: u64,
 }
 
 impl SqlAction {
@@ -325,7 +328,42 @@ pub fn load_sql(source: &Source, file: &str) -> Result<SqlAction, String> {
         file: file.to_string(),
         script,
         variants,
+        hash_threshold: crate::kinds::sql::values::DEFAULT_HASH_THRESHOLD,
     })
+}
+
+/// Parse the scripts of an `sql` case (the base file and each variant) as a run would, so a
+/// broken file fails validation: one error per broken file, at its own `file:line`.
+pub fn check_sql(source: &Source, sql: &SqlAction, field: &str) -> Vec<super::diag::SpecError> {
+    let mut errors = Vec::new();
+    let files = std::iter::once((sql.file.clone(), &sql.script)).chain(
+        sql.variants
+            .iter()
+            .map(|(engine, text)| (variant_name(&sql.file, engine), text)),
+    );
+    for (file, text) in files {
+        if let Err((line, why)) = crate::kinds::sql::check_script(text) {
+            let name = match source.name.strip_prefix("builtin:") {
+                Some(n) => format!(
+                    "builtin:{}",
+                    match n.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{file}"),
+                        None => file.clone(),
+                    }
+                ),
+                None => source.base_dir().join(&file).display().to_string(),
+            };
+            let slt = Source::new(name, text.as_str());
+            let start: usize = text
+                .split_inclusive('\n')
+                .take((line as usize).saturating_sub(1))
+                .map(str::len)
+                .sum();
+            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            errors.push(slt.error(start..end, field, why));
+        }
+    }
+    errors
 }
 
 #[cfg(test)]
@@ -342,6 +380,7 @@ mod tests {
                 ("postgres".to_string(), "pg".to_string()),
                 ("mariadb".to_string(), "maria".to_string()),
             ]),
+            hash_threshold: 8,
         };
         // The kind's own variant first, then the dialect's.
         assert_eq!(

@@ -209,6 +209,9 @@ struct ComponentSpecRaw {
     database: Option<String>,
     path: Option<String>,
     cli: Option<String>,
+    /// More `onlyif`/`skipif` labels for `sql` cases (as the sqllogictest CLI's `--label`).
+    #[serde(default)]
+    labels: Vec<Spanned<String>>,
     #[serde(default)]
     options: BTreeMap<String, toml::Value>,
     lifecycle: Option<LifecycleRaw>,
@@ -284,6 +287,8 @@ pub struct ComponentSpec {
     /// Everything the adapter needs except the secret, which is resolved at run time.
     pub config: ComponentConfig,
     pub password: Option<SecretRef>,
+    /// The plan's extra `onlyif`/`skipif` labels for `sql` cases, after the component's own.
+    pub labels: Vec<String>,
 }
 
 /// Where a component's password comes from; resolved when the run starts, so that validating
@@ -624,6 +629,16 @@ pub fn parse_plan(
                 uninstall: lc.and_then(|l| l.uninstall.clone()),
             },
         };
+        for (li, l) in c.labels.iter().enumerate() {
+            let v = l.get_ref();
+            if v.is_empty() || v.contains(|ch: char| ch.is_whitespace() || ch == '#') {
+                errors.push(source.error(
+                    l.span(),
+                    &format!("component[{i}].labels[{li}]"),
+                    format!("`{v}` is not a label (one word, no `#`)"),
+                ));
+            }
+        }
         components.push(ComponentSpec {
             id: c.id.get_ref().clone(),
             kind: kind.clone(),
@@ -631,6 +646,7 @@ pub fn parse_plan(
             description: c.description.clone(),
             config,
             password,
+            labels: c.labels.iter().map(|l| l.get_ref().clone()).collect(),
         });
     }
     // The target's operating system is always available as component `os`.
@@ -646,6 +662,7 @@ pub fn parse_plan(
                 ..ComponentConfig::default()
             },
             password: None,
+            labels: Vec::new(),
         });
     }
 

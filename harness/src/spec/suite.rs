@@ -43,6 +43,8 @@ struct Defaults {
     timeout: Option<Spanned<String>>,
     level: Option<Level>,
     retries: Option<u32>,
+    /// `sql` cases: results of more values than this are shown hashed (classic default 8).
+    hash_threshold: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +74,7 @@ struct CaseSpec {
     expect: Option<ExpectSpec>,
     // kind `sql`: a sqllogictest file, relative to the suite file
     sql: Option<Spanned<String>>,
+    hash_threshold: Option<u64>,
     // kind `steps`: protocol-neutral operations on the component
     steps: Option<Spanned<Vec<Spanned<toml::Table>>>>,
     // kind `bench`: one operation driven at a concurrency, measured
@@ -294,6 +297,13 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
                 );
             }
         }
+        if c.hash_threshold.is_some() && c.sql.is_none() {
+            errors.push(source.error(
+                span.clone(),
+                &at("hash_threshold"),
+                "`hash_threshold` applies to `sql` cases only",
+            ));
+        }
         let reserved = [
             ("sql", c.sql.as_ref().map(|s| s.span())),
             ("steps", c.steps.as_ref().map(|s| s.span())),
@@ -375,7 +385,13 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
             ["sql"] => {
                 let f = c.sql.as_ref().expect("sql present");
                 match super::kinds::load_sql(&source, f.get_ref()) {
-                    Ok(a) => Some(Action::Sql(a)),
+                    Ok(mut a) => {
+                        if let Some(t) = c.hash_threshold.or(file.defaults.hash_threshold) {
+                            a.hash_threshold = t;
+                        }
+                        errors.extend(super::kinds::check_sql(&source, &a, &at("sql")));
+                        Some(Action::Sql(a))
+                    }
                     Err(e) => {
                         errors.push(source.error(f.span(), &at("sql"), e));
                         None
