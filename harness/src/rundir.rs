@@ -237,6 +237,7 @@ pub fn assemble(
                     tags: case.tags.clone(),
                     metrics: r.metrics.clone(),
                     waiver: None,
+                    leaked: r.leaked.clone(),
                 },
                 None => CaseResult {
                     id: case.id.clone(),
@@ -258,6 +259,7 @@ pub fn assemble(
                     tags: case.tags.clone(),
                     metrics: Vec::new(),
                     waiver: None,
+                    leaked: Vec::new(),
                 },
             });
         }

@@ -109,6 +109,7 @@ mod tests {
             tags: Vec::new(),
             metrics: Vec::new(),
             waiver: None,
+            leaked: Vec::new(),
         }
     }
 

@@ -346,5 +346,6 @@ fn generate_case(suite: &str, n: usize) -> CaseResult {
             Vec::new()
         },
         waiver: None,
+        leaked: Vec::new(),
     }
 }

@@ -2,6 +2,7 @@
 //! protocol-neutral operations.
 
 pub mod bench;
+pub mod command_log;
 pub mod import;
 pub mod sql;
 pub mod steps;
@@ -24,6 +25,8 @@ pub struct CaseOutcome {
     pub cancelled: bool,
     /// Cases this one produced (an `import`'s tests), recorded before it.
     pub children: Vec<import::ImportedCase>,
+    /// Processes its commands left running, which the target killed.
+    pub leaked: Vec<adaptest_reports::LeakedProcess>,
 }
 
 impl CaseOutcome {
@@ -38,6 +41,7 @@ impl CaseOutcome {
             metrics: Vec::new(),
             cancelled: false,
             children: Vec::new(),
+            leaked: Vec::new(),
         }
     }
 
@@ -87,8 +91,12 @@ pub fn is_infra(e: &ComponentError) -> bool {
 /// What steps may ask of the engine about the component itself.
 #[async_trait::async_trait]
 pub trait ComponentControl: Send + Sync {
-    /// Stop and start the component with its lifecycle commands, then wait until it is ready.
-    async fn restart(&self) -> Result<(), String>;
+    /// Stop and start the component with its lifecycle commands, then wait until it is ready;
+    /// the commands and their output are appended to `log` (the case's log).
+    async fn restart(&self, log: &mut String) -> Result<(), String>;
+
+    /// Between SIGTERM and SIGKILL when a command of a step times out or is cancelled.
+    fn grace(&self) -> std::time::Duration;
 
     /// Variables every command a case runs on the target carries (`shell` steps included): the
     /// combination's [`SCOPE_VAR`](crate::engine::SCOPE_VAR), by which what the commands leave

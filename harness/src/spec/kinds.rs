@@ -187,7 +187,7 @@ pub fn parse_bench(t: &toml::Table) -> Result<BenchAction, (&'static str, String
     };
     let ops = uint("ops")?;
     let duration = match opt_string(t, "duration")? {
-        Some(d) => Some(parse_duration(&d).map_err(|e| ("duration", e))?),
+        Some(d) => Some(parse_duration(&d).map_err(|e| ("duration", e.to_string()))?),
         None => None,
     };
     if ops.is_none() && duration.is_none() {

@@ -20,6 +20,7 @@ pub(crate) fn case(id: &str, status: Status, level: Level) -> CaseResult {
         tags: vec!["smoke".to_owned()],
         metrics: Vec::new(),
         waiver: None,
+        leaked: Vec::new(),
     }
 }
 
