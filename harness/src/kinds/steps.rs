@@ -243,7 +243,7 @@ async fn shell(
     req.grace = grace;
     let o = target.exec(req, cancel).await?;
     log.push('\n');
-    super::command_log::append(log, &cmd, &o, SHELL_LOG_BYTES);
+    super::command_log::append(log, cmd, &o, SHELL_LOG_BYTES);
     let out = serde_json::json!({
         "exit": o.exit_code,
         "stdout": String::from_utf8_lossy(&o.stdout),
