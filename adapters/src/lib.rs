@@ -4,7 +4,9 @@
 //! to components. The harness sees targets only through [`Target`].
 
 pub mod component;
+pub mod duration;
 pub mod env_probe;
+pub mod exit_status;
 mod file_lock;
 pub mod image;
 pub mod plugin;

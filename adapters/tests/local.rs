@@ -17,11 +17,9 @@ async fn run(req: ExecRequest) -> ExecOutput {
         .expect("exec")
 }
 
-/// Run `command` with `timeout`: its output, and how long the run took.
-async fn run_timed(command: &str, timeout: Duration) -> (ExecOutput, Duration) {
-    let started = Instant::now();
-    let out = run(ExecRequest::new(command, timeout)).await;
-    (out, started.elapsed())
+/// Run `command` with `timeout`.
+async fn run_cmd(command: &str, timeout: Duration) -> ExecOutput {
+    run(ExecRequest::new(command, timeout)).await
 }
 
 fn stdout(out: &ExecOutput) -> String {
@@ -78,7 +76,6 @@ async fn exit_code_stdout_and_stderr() {
     assert_eq!(out.stderr, b"err\n");
     assert_eq!((out.stdout_dropped, out.stderr_dropped), (0, 0));
     assert!(!out.timed_out && !out.cancelled);
-    assert!(out.duration < SECS_5);
 
     // An unbounded timeout is fine.
     let out = run(ExecRequest::new("true", Duration::MAX)).await;
@@ -154,38 +151,75 @@ async fn spawn_failure_is_a_target_error() {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_tree() {
-    let (out, took) = run_timed("sleep 300 & echo $!; sleep 300", Duration::from_secs(1)).await;
+    let out = run_cmd("sleep 300 & echo $!; sleep 300", Duration::from_secs(1)).await;
     assert!(out.timed_out, "{out:?}");
     assert!(!out.cancelled);
     assert_eq!(out.exit_code, None);
-    assert_eq!(out.signal, Some(libc::SIGKILL));
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    // Asked to terminate first: the shell ends of SIGTERM, within the grace period.
+    assert_eq!(out.signal, Some(libc::SIGTERM));
     assert!(out.duration >= Duration::from_secs(1));
+    assert_dead(&pids(&out));
+}
+
+/// A timed-out command gets SIGTERM and a grace period to clean up (its trap runs and can
+/// still write output), then SIGKILL if it does not end: nextest's way, not an instant kill.
+#[tokio::test]
+async fn timeout_terminates_then_kills_after_the_grace_period() {
+    // Cleans up on SIGTERM: the trap's output is captured and it ends by itself.
+    let mut req = ExecRequest::new(
+        "trap 'echo cleaned up; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+        Duration::from_secs(1),
+    );
+    req.grace = Duration::from_secs(30);
+    let out = run(req).await;
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.exit_code, Some(3), "{out:?}");
+    assert_eq!(stdout(&out), "ready\ncleaned up\n");
+
+    // Ignores SIGTERM: SIGKILL once the grace period is over, the tree with it.
+    let mut req = ExecRequest::new(
+        "trap '' TERM; sleep 300 & echo $!; while :; do sleep 0.1; done",
+        Duration::from_secs(1),
+    );
+    req.grace = Duration::from_millis(200);
+    let out = run(req).await;
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.signal, Some(libc::SIGKILL), "{out:?}");
     assert_dead(&pids(&out));
 }
 
 #[tokio::test]
 async fn timeout_kills_a_setsid_grandchild() {
-    let (out, took) = run_timed(
+    let out = run_cmd(
         "setsid sleep 300 & echo $!; sh -c 'sleep 301 & echo $!; wait'",
         Duration::from_secs(1),
     )
     .await;
     assert!(out.timed_out, "{out:?}");
-    assert!(took < Duration::from_secs(4), "{took:?}");
     let pids = pids(&out);
     assert_eq!(pids.len(), 2, "{out:?}");
     assert_dead(&pids);
 }
 
 #[tokio::test]
-async fn normal_exit_kills_leftovers_and_returns_promptly() {
-    let (out, took) = run_timed("sleep 300 & echo $!", Duration::from_secs(60)).await;
-    // Well under the 2 s given to draining a pipe that a leftover holds open.
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+async fn normal_exit_kills_leftovers_and_records_them_as_leaked() {
+    // The leftover holds our stdout pipe open: the command returns because its group was
+    // killed (which closes the pipe), not because a drain grace period ran out.
+    let out = run_cmd("sleep 300 & echo $!", Duration::from_secs(60)).await;
     assert_eq!(out.exit_code, Some(0));
     assert!(!out.timed_out);
-    assert_dead(&pids(&out));
+    let pids = pids(&out);
+    assert_eq!(
+        out.leaked,
+        [adaptest_reports::LeakedProcess {
+            pid: pids[0],
+            command: "sleep".into()
+        }],
+        "{out:?}"
+    );
+    assert_dead(&pids);
+    // A clean command leaks nothing.
+    assert!(run_cmd("true", SECS_5).await.leaked.is_empty());
 }
 
 /// A lifecycle `start` leaves its service running: `keep_background` spares the leftovers.
@@ -200,7 +234,8 @@ async fn keep_background_leaves_the_service_running() {
     assert_eq!(out.exit_code, Some(0));
     let pids = pids(&out);
     assert_eq!(pids.len(), 1);
-    std::thread::sleep(Duration::from_millis(200));
+    // Nothing was killed (a kill would be listed) and the service runs.
+    assert!(out.leaked.is_empty(), "{out:?}");
     assert!(alive(pids[0]), "the background service was killed");
     // SAFETY: kill(2) on a PID this test started and read back from its output.
     unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
@@ -218,18 +253,20 @@ async fn escaped_daemon_holding_the_pipe_does_not_hang() {
          while [ ! -e {m} ]; do sleep 0.01; done; rm {m}; echo $!",
         m = marker.display()
     );
-    let (out, elapsed) = run_timed(&command, Duration::from_secs(60)).await;
+    let out = run_cmd(&command, Duration::from_secs(60)).await;
     let pids = pids(&out);
+    // We returned while the daemon still runs and holds the pipe: we stopped waiting for it.
+    let still_running = pids.iter().all(|&p| alive(p));
     for &pid in &pids {
         // SAFETY: kill(2) on the pid our own command printed; plain integers.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
     assert_eq!(out.exit_code, Some(0));
+    assert!(!out.timed_out, "{out:?}");
     assert!(
-        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(5),
-        "{elapsed:?}"
+        still_running,
+        "the daemon was gone before exec returned: {pids:?}"
     );
-    assert!(out.duration < Duration::from_secs(1), "{:?}", out.duration);
 }
 
 /// A fresh path for a command to write pids into.
@@ -268,22 +305,17 @@ async fn cancel_kills_the_tree() {
         tokio::spawn(async move {
             let pids = wait_for_pids(&file, 2).await;
             trigger.cancel();
-            (pids, Instant::now())
+            pids
         })
     };
     let out = target()
         .exec(ExecRequest::new(command, Duration::from_secs(120)), &cancel)
         .await
         .expect("exec");
-    let (pids, cancelled_at) = watcher.await.expect("watcher");
+    let pids = watcher.await.expect("watcher");
     assert!(out.cancelled, "{out:?}");
     assert!(!out.timed_out);
-    assert_eq!(out.signal, Some(libc::SIGKILL));
-    assert!(
-        cancelled_at.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        cancelled_at.elapsed()
-    );
+    assert_eq!(out.signal, Some(libc::SIGTERM));
     assert_dead(&pids);
 
     // Already cancelled: nothing runs.
@@ -327,7 +359,8 @@ async fn environment_of_this_host() {
     assert_eq!(env.target, "host");
     assert_eq!(env.target_kind, "local");
     assert!(!env.kernel.is_empty());
-    assert_eq!(env.os_id, "debian", "{env:?}");
+    // This host's own facts, whatever distribution it runs.
+    assert_eq!(env.os_id, host_os_release("ID"), "{env:?}");
     assert!(
         !env.os_version.is_empty() && !env.os_name.is_empty(),
         "{env:?}"
@@ -335,7 +368,15 @@ async fn environment_of_this_host() {
     assert!(env.cores >= 1);
     assert!(env.memory_bytes > 0);
     assert!(env.page_size >= 4096);
-    assert!(env.libc.starts_with("glibc"), "{env:?}");
+    let glibc = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if glibc {
+        assert!(env.libc.starts_with("glibc"), "{env:?}");
+    } else {
+        assert!(!env.libc.is_empty(), "{env:?}");
+    }
     assert!(
         !env.cpu_model.is_empty() && !env.cpu_vendor.is_empty(),
         "{env:?}"
@@ -345,6 +386,23 @@ async fn environment_of_this_host() {
         ["v1", "v2", "none"].contains(&env.extra["cgroup"].as_str()),
         "{env:?}"
     );
+}
+
+/// A field of this host's `/etc/os-release` (unquoted; `linux` for a missing `ID`).
+fn host_os_release(key: &str) -> String {
+    let text = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
+        .unwrap_or_else(|| {
+            if key == "ID" {
+                "linux".into()
+            } else {
+                String::new()
+            }
+        })
 }
 
 /// The per-call overhead of `exec`, against a shell loop of `sh -c true`.

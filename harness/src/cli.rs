@@ -82,6 +82,9 @@ struct RunArgs {
     /// Stop scheduling new cases after the first failed or errored case.
     #[arg(long)]
     fail_fast: bool,
+    /// How long a timed-out or interrupted command gets between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
+    grace_period: std::time::Duration,
     /// Run only shard I of N (1-based): every Nth combination in plan order; see `merge`.
     #[arg(long, value_name = "I/N", conflicts_with = "resume")]
     shard: Option<crate::shard::Shard>,
@@ -339,6 +342,7 @@ async fn run_plan(
     let opts = ExecOptions {
         jobs: a.jobs.map(|j| j as usize),
         fail_fast: a.fail_fast,
+        grace: a.grace_period,
     };
     let exec = engine::execute(
         &plan,
@@ -634,4 +638,11 @@ fn cmd_report(a: ReportArgs) -> i32 {
 
 fn write_file(p: &Path, s: &str) -> std::io::Result<()> {
     std::fs::write(p, s)
+}
+
+/// `--grace-period`, in the project's one duration grammar.
+fn parse_grace(
+    text: &str,
+) -> Result<std::time::Duration, adaptest_adapters::duration::DurationError> {
+    adaptest_adapters::duration::parse_duration(text)
 }

@@ -57,6 +57,8 @@ pub struct ExecOptions {
     /// Combinations at once per target; `None`: the target's `slots`, else its CPU count.
     pub jobs: Option<usize>,
     pub fail_fast: bool,
+    /// Between SIGTERM and SIGKILL for a timed-out or cancelled command.
+    pub grace: Duration,
 }
 
 /// Why the run stopped early, if it did.
@@ -213,6 +215,7 @@ struct Ctx {
     cancel: CancellationToken,
     fail_fast: bool,
     fail_fast_hit: AtomicBool,
+    grace: Duration,
     targets: HashMap<String, TargetSlot>,
     /// (combination, case) already finished in an earlier session of this run.
     done: HashSet<(String, String)>,
@@ -333,6 +336,7 @@ pub async fn execute(
         cancel,
         fail_fast: opts.fail_fast,
         fail_fast_hit: AtomicBool::new(false),
+        grace: opts.grace,
         targets,
         done,
         secrets: crate::secrets::Secrets::of_plan(plan),
@@ -484,14 +488,14 @@ pub fn excerpt(bytes: &[u8], max: usize) -> String {
 }
 
 /// A shell error on the way to running cases: every pending case is recorded as `error`.
-fn record_all_error(
+async fn record_all_error(
     ctx: &Ctx,
     combo: &Combination,
     cases: &[&Case],
     why: &str,
 ) -> Result<(), EngineError> {
     for case in cases {
-        record(ctx, combo, case, 0, 0, CaseOutcome::error(why))?;
+        record(ctx, combo, case, 0, 0, CaseOutcome::error(why)).await?;
     }
     Ok(())
 }
@@ -502,24 +506,90 @@ async fn run_combination(ctx: Arc<Ctx>, combo: Combination) -> Result<(), Engine
         .pairs
         .get(&(combo.target.clone(), combo.component.clone()))
         .cloned();
-    let result = run_combination_inner(&ctx, &combo, pair.as_deref()).await;
+    let (result, workdir) = run_combination_inner(&ctx, &combo, pair.as_deref()).await;
     // The last suite of a pair stops and uninstalls the component, even after a failure or an
-    // interruption: we leave the target as we found it.
+    // interruption: we leave the target as we found it. It runs in this combination's scratch
+    // directory, or in a fresh one when this combination stopped before it had one.
+    let mut workdir = workdir;
     if let Some(pair) = &pair
         && pair.remaining.fetch_sub(1, Ordering::AcqRel) == 1
         && pair.setup.get().is_some()
     {
         let _permit = slot.slots.acquire().await.expect("semaphore never closed");
-        teardown(&ctx, pair).await?;
+        if workdir.is_none() {
+            workdir = scratch_dir(slot.target.as_ref(), &CancellationToken::new())
+                .await
+                .ok();
+        }
+        teardown(&ctx, pair, workdir.as_deref().unwrap_or("/")).await?;
+    }
+    if let Some(workdir) = workdir {
+        clean_up(&ctx, &combo, &workdir).await;
     }
     result
 }
 
+/// Create a private scratch directory on the target; `Err` is why not (`None`: cancelled).
+async fn scratch_dir(
+    target: &dyn Target,
+    cancel: &CancellationToken,
+) -> Result<String, Option<String>> {
+    let mk = ExecRequest::new(
+        "d=$(mktemp -d \"${TMPDIR:-/tmp}/adaptest.XXXXXX\") && printf %s \"$d\"",
+        Duration::from_secs(30),
+    );
+    match target.exec(mk, cancel).await {
+        Ok(o) if o.exit_code == Some(0) && !o.stdout.is_empty() => {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        }
+        Ok(o) if o.cancelled => Err(None),
+        Ok(o) => Err(Some(format!(
+            "could not create a scratch directory on the target: {}",
+            excerpt(&o.stderr, 300).trim()
+        ))),
+        Err(e) => Err(Some(error_chain(&e))),
+    }
+}
+
+/// End what the combination's cases left running (by [`SCOPE_VAR`]) and remove its scratch
+/// directory.
+async fn clean_up(ctx: &Ctx, combo: &Combination, workdir: &str) {
+    let slot = &ctx.targets[&combo.target];
+    let teardown = ExecRequest::new(
+        teardown_command(&scope_of(&ctx.run_id, combo), workdir),
+        Duration::from_secs(60),
+    );
+    match slot.target.exec(teardown, &CancellationToken::new()).await {
+        Err(e) => tracing::warn!(
+            "failed to clean up after {} ({workdir}): {}",
+            combo.id,
+            error_chain(&e)
+        ),
+        Ok(o) => {
+            let killed: Vec<&str> = std::str::from_utf8(&o.stdout)
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            if !killed.is_empty() {
+                tracing::warn!(
+                    "{}: killed {} process(es) its cases left running on {}: pid {}",
+                    combo.id,
+                    killed.len(),
+                    combo.target,
+                    killed.join(", ")
+                );
+            }
+        }
+    }
+}
+
+/// Run the pending cases of a combination; also returns its scratch directory, if it made one
+/// (removed by the caller, after the pair's teardown).
 async fn run_combination_inner(
     ctx: &Arc<Ctx>,
     combo: &Combination,
     pair: Option<&PairSlot>,
-) -> Result<(), EngineError> {
+) -> (Result<(), EngineError>, Option<String>) {
     let slot = &ctx.targets[&combo.target];
     // The database first, then a slot: a combination waiting for its database holds no slot.
     let _database = match pair.and_then(|p| p.database.as_ref()) {
@@ -528,7 +598,7 @@ async fn run_combination_inner(
     };
     let _permit = slot.slots.acquire().await.expect("semaphore never closed");
     if ctx.stopping() {
-        return Ok(());
+        return (Ok(()), None);
     }
     let pending: Vec<&Case> = combo
         .suite
@@ -540,44 +610,27 @@ async fn run_combination_inner(
     // QEMU is killed with its handle) and the cases stay unrecorded for `--resume`.
     let started = tokio::select! {
         r = target_env(ctx, &combo.target) => r,
-        () = ctx.cancel.cancelled() => return Ok(()),
+        () = ctx.cancel.cancelled() => return (Ok(()), None),
     };
     let env = match started {
         Ok(env) => env,
         Err(msg) => {
-            return record_all_error(
-                ctx,
-                combo,
-                &pending,
-                &format!("target {} is unavailable: {msg}", combo.target),
-            );
+            let why = format!("target {} is unavailable: {msg}", combo.target);
+            return (record_all_error(ctx, combo, &pending, &why).await, None);
         }
     };
     // A private scratch directory on the target for this combination.
-    let mk = ExecRequest::new(
-        "d=$(mktemp -d \"${TMPDIR:-/tmp}/adaptest.XXXXXX\") && printf %s \"$d\"",
-        Duration::from_secs(30),
-    );
-    let workdir = match slot.target.exec(mk, &ctx.cancel).await {
-        Ok(o) if o.exit_code == Some(0) && !o.stdout.is_empty() => {
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        }
-        Ok(o) if o.cancelled => return Ok(()),
-        Ok(o) => {
-            let why = format!(
-                "could not create a scratch directory on the target: {}",
-                excerpt(&o.stderr, 300).trim()
-            );
-            return record_all_error(ctx, combo, &pending, &why);
-        }
-        Err(e) => return record_all_error(ctx, combo, &pending, &error_chain(&e)),
+    let workdir = match scratch_dir(slot.target.as_ref(), &ctx.cancel).await {
+        Ok(d) => d,
+        Err(None) => return (Ok(()), None),
+        Err(Some(why)) => return (record_all_error(ctx, combo, &pending, &why).await, None),
     };
     let run_cases = async {
         // Components with lifecycle commands are installed, started and ready before any suite.
         let component = match pair {
             Some(pair) => match setup(ctx, pair, &workdir).await {
                 Ok(()) => Some(pair),
-                Err(why) => return record_all_error(ctx, combo, &pending, &why),
+                Err(why) => return record_all_error(ctx, combo, &pending, &why).await,
             },
             None => None,
         };
@@ -626,7 +679,7 @@ async fn run_combination_inner(
                 let mut o = CaseOutcome::passed();
                 o.status = Status::Skipped;
                 o.reason = Some(why);
-                record(ctx, combo, case, 0, 0, o)?;
+                record(ctx, combo, case, 0, 0, o).await?;
                 continue;
             }
             let started = Instant::now();
@@ -675,41 +728,15 @@ async fn run_combination_inner(
                 attempts,
                 started.elapsed().as_millis() as u64,
                 outcome,
-            )?;
+            )
+            .await?;
             if ctx.fail_fast && failed {
                 ctx.fail_fast_hit.store(true, Ordering::Relaxed);
             }
         }
         Ok(())
     };
-    let result = run_cases.await;
-    let teardown = ExecRequest::new(
-        teardown_command(&scope_of(&ctx.run_id, combo), &workdir),
-        Duration::from_secs(60),
-    );
-    match slot.target.exec(teardown, &CancellationToken::new()).await {
-        Err(e) => tracing::warn!(
-            "failed to clean up after {} ({workdir}): {}",
-            combo.id,
-            error_chain(&e)
-        ),
-        Ok(o) => {
-            let killed: Vec<&str> = std::str::from_utf8(&o.stdout)
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect();
-            if !killed.is_empty() {
-                tracing::warn!(
-                    "{}: killed {} process(es) its cases left running on {}: pid {}",
-                    combo.id,
-                    killed.len(),
-                    combo.target,
-                    killed.join(", ")
-                );
-            }
-        }
-    }
-    result
+    (run_cases.await, Some(workdir))
 }
 
 /// One attempt of one case.
@@ -740,6 +767,7 @@ async fn run_case(
             case,
             vars,
             (workdir, &scrub),
+            ctx.grace,
             &ctx.cancel,
         )
         .await;
@@ -752,6 +780,7 @@ async fn run_case(
             case,
             vars,
             (workdir, &scrub),
+            ctx.grace,
             &ctx.cancel,
         )
         .await;
@@ -822,10 +851,12 @@ async fn run_shell(
     case: &Case,
     vars: Vec<(String, String)>,
     (workdir, scrub): (&str, &[String]),
+    grace: Duration,
     cancel: &CancellationToken,
 ) -> CaseOutcome {
     let mut req = ExecRequest::new(run.command.clone(), case.timeout);
     req.env_remove = scrub.to_vec();
+    req.grace = grace;
     // Lifecycle commands start and stop services: what they leave running is the point.
     req.keep_background = case.tags.iter().any(|t| t == "lifecycle");
     req.stdin = run.stdin.clone().map(String::into_bytes);
@@ -841,14 +872,15 @@ async fn run_shell(
             let stderr = String::from_utf8_lossy(&o.stderr);
             let verdict = if o.timed_out {
                 Some(format!(
-                    "timed out after {}; the process tree was killed",
-                    format_duration(case.timeout)
+                    "timed out after {}; the process tree was terminated ({})",
+                    format_duration(case.timeout),
+                    adaptest_adapters::exit_status::describe(o.exit_code, o.signal)
                 ))
             } else {
-                expect::check(&run.expect, o.exit_code, &stdout, &stderr)
+                expect::check(&run.expect, o.exit_code, o.signal, &stdout, &stderr)
             };
             let mut log = String::new();
-            append_attempt_log(&mut log, &run.command, &o);
+            kinds::command_log::append(&mut log, &run.command, &o, usize::MAX);
             CaseOutcome {
                 status: if verdict.is_some() {
                     Status::Failed
@@ -864,6 +896,7 @@ async fn run_shell(
                 cancelled: false,
                 children: Vec::new(),
                 sql_records: None,
+                leaked: o.leaked,
             }
         }
     }
@@ -962,69 +995,190 @@ async fn note_version(pair: &PairSlot, adapter: &dyn Component, endpoint: &Endpo
         .await;
 }
 
-/// Run one lifecycle step of a pair as a case of its `lifecycle` combination.
-async fn lifecycle_step(
+/// What one lifecycle step did.
+struct StepRun<'p> {
+    /// The step's case in the pair's `lifecycle` combination; `None` for the default readiness
+    /// check (the plan declares no `ready` command), which is no certification item.
+    case: Option<&'p Case>,
+    outcome: CaseOutcome,
+    duration_ms: u64,
+}
+
+/// Run one lifecycle step of a pair (`install`, `start`, `ready`, `stop`, `uninstall`): the one
+/// way setup, `component.restart` and teardown run them. Every step's command gets the
+/// `ADAPTEST_*` variables of lifecycle commands (never [`SCOPE_VAR`]: what `start` launches
+/// must outlive the combination), runs in `workdir`, and has the step's timeout scaled by the
+/// target's `timeout_factor`. `ready` is polled until it succeeds or its timeout passes; without
+/// a `ready` command a pair that is started by the plan is ready when its component accepts a
+/// connection. `None`: nothing to do for this step.
+async fn lifecycle_step<'p>(
+    ctx: &Ctx,
+    pair: &'p PairSlot,
+    step: &str,
+    workdir: &str,
+    cancel: &CancellationToken,
+) -> Option<StepRun<'p>> {
+    let combo = pair.lifecycle.as_ref()?;
+    let case = combo.suite.cases.iter().find(|c| c.id == step);
+    let started = Instant::now();
+    let factor = timeout_factor(&ctx.targets[&pair.target]).await;
+    let outcome = match case.map(|c| (c, &c.action)) {
+        Some((case, Action::Run(run))) => {
+            let case = &scale_timeout(case, factor);
+            let target = ctx.targets[&pair.target].target.clone();
+            let vars = vec![
+                ("ADAPTEST_WORKDIR".to_string(), workdir.to_string()),
+                ("ADAPTEST_TARGET".into(), pair.target.clone()),
+                ("ADAPTEST_COMPONENT".into(), pair.spec.id.clone()),
+            ];
+            let target = target.as_ref();
+            // Lifecycle commands are the plan's own (a server started with its password): they
+            // keep the secret variables; their output is redacted like a case's.
+            if step == "ready" {
+                let deadline = Instant::now() + case.timeout;
+                let mut short = case.clone();
+                short.timeout = READY_ATTEMPT.min(case.timeout);
+                let mut o = loop {
+                    let o = run_shell(
+                        target,
+                        run,
+                        &short,
+                        vars.clone(),
+                        (workdir, &[]),
+                        ctx.grace,
+                        cancel,
+                    )
+                    .await;
+                    if o.status == Status::Passed || o.cancelled || Instant::now() >= deadline {
+                        break o;
+                    }
+                    tokio::time::sleep(READY_POLL).await;
+                };
+                if !o.cancelled && o.status != Status::Passed {
+                    o.reason = Some(format!(
+                        "not ready within {}: {}",
+                        format_duration(case.timeout),
+                        o.reason.unwrap_or_default()
+                    ));
+                }
+                o
+            } else {
+                run_shell(target, run, case, vars, (workdir, &[]), ctx.grace, cancel).await
+            }
+        }
+        Some(_) => return None,
+        None if step == "ready" && pair.spec.config.lifecycle.start.is_some() => {
+            let timeout = pair
+                .spec
+                .config
+                .lifecycle
+                .ready_timeout
+                .unwrap_or(DEFAULT_READY_TIMEOUT)
+                .mul_f64(factor);
+            accepts_connection(ctx, pair, workdir, timeout, cancel).await?
+        }
+        None => return None,
+    };
+    Some(StepRun {
+        case,
+        outcome,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// How long `ready` is waited for when the plan gives no `ready_timeout`.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest one attempt of a `ready` command may take.
+const READY_ATTEMPT: Duration = Duration::from_secs(10);
+/// Between two readiness attempts.
+const READY_POLL: Duration = Duration::from_millis(300);
+
+/// The default readiness check: poll until the pair's component accepts a connection (a
+/// session opens), or `timeout` passes. `None` when the component has no adapter to connect
+/// with (the target's OS).
+async fn accepts_connection(
+    ctx: &Ctx,
+    pair: &PairSlot,
+    workdir: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Option<CaseOutcome> {
+    if !matches!(pair_adapter(pair).await, Ok(Some(_))) {
+        return None;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match component_endpoint(ctx, pair, workdir).await {
+            Ok((adapter, ep)) => {
+                let opened = tokio::select! {
+                    r = adapter.open(&ep) => r,
+                    () = cancel.cancelled() => return Some(CaseOutcome::cancelled()),
+                };
+                match opened {
+                    Ok(s) => {
+                        let _ = s.close().await;
+                        return Some(CaseOutcome::passed());
+                    }
+                    Err(e) => error_chain(&e),
+                }
+            }
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            return Some(CaseOutcome::failed(format!(
+                "not ready within {}: component `{}` accepts no connection: {last}",
+                format_duration(timeout),
+                pair.spec.id
+            )));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(READY_POLL) => {}
+            () = cancel.cancelled() => return Some(CaseOutcome::cancelled()),
+        }
+    }
+}
+
+/// Run a lifecycle step of a pair and journal it as a case of its `lifecycle` combination.
+/// `Ok(false)`: the step failed or was cancelled.
+async fn recorded_step(
     ctx: &Ctx,
     pair: &PairSlot,
     step: &str,
     workdir: &str,
     cancel: &CancellationToken,
-) -> Result<bool, EngineError> {
-    let Some(combo) = &pair.lifecycle else {
-        return Ok(true);
+) -> Result<Result<(), String>, EngineError> {
+    let Some(run) = lifecycle_step(ctx, pair, step, workdir, cancel).await else {
+        return Ok(Ok(()));
     };
-    let Some(case) = combo.suite.cases.iter().find(|c| c.id == step) else {
-        return Ok(true);
-    };
-    let Action::Run(run) = &case.action else {
-        return Ok(true);
-    };
-    let case = &scale_timeout(case, timeout_factor(&ctx.targets[&pair.target]).await);
-    let target = ctx.targets[&pair.target].target.clone();
-    let started = Instant::now();
-    let vars = vec![
-        ("ADAPTEST_WORKDIR".to_string(), workdir.to_string()),
-        ("ADAPTEST_TARGET".into(), pair.target.clone()),
-        ("ADAPTEST_COMPONENT".into(), pair.spec.id.clone()),
-    ];
-    let mut o = if step == "ready" {
-        // `ready` is polled until it succeeds or its timeout passes.
-        let deadline = Instant::now() + case.timeout;
-        loop {
-            let mut short = case.clone();
-            short.timeout = Duration::from_secs(10).min(case.timeout);
-            // Lifecycle commands are the plan's own (a server started with its password):
-            // they keep the secret variables; their output is redacted like a case's.
-            let o = run_shell(
-                target.as_ref(),
-                run,
-                &short,
-                vars.clone(),
-                (workdir, &[]),
-                cancel,
-            )
-            .await;
-            if o.status == Status::Passed || o.cancelled || Instant::now() >= deadline {
-                break o;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+    if run.outcome.cancelled {
+        return Ok(Err(format!(
+            "component `{}`: lifecycle `{step}` was interrupted",
+            pair.spec.id
+        )));
+    }
+    let passed = run.outcome.status == Status::Passed;
+    let why = run.outcome.reason.clone().unwrap_or_default();
+    match (run.case, &pair.lifecycle) {
+        (Some(case), Some(combo)) => {
+            record(ctx, combo, case, 1, run.duration_ms, run.outcome).await?;
         }
+        _ if passed => {}
+        // The default readiness check is no case of its own: its failure is the reason.
+        _ => {
+            return Ok(Err(format!(
+                "component `{}`: lifecycle `{step}` failed: {why}",
+                pair.spec.id
+            )));
+        }
+    }
+    Ok(if passed {
+        Ok(())
     } else {
-        run_shell(target.as_ref(), run, case, vars, (workdir, &[]), cancel).await
-    };
-    if o.cancelled {
-        return Ok(false);
-    }
-    if step == "ready" && o.status != Status::Passed {
-        o.reason = Some(format!(
-            "not ready within {}: {}",
-            format_duration(case.timeout),
-            o.reason.unwrap_or_default()
-        ));
-    }
-    let ok = o.status == Status::Passed;
-    record(ctx, combo, case, 1, started.elapsed().as_millis() as u64, o)?;
-    Ok(ok)
+        Err(format!(
+            "component `{}`: lifecycle `{step}` failed",
+            pair.spec.id
+        ))
+    })
 }
 
 /// Install, start and wait for the component of a pair, once per run.
@@ -1032,14 +1186,9 @@ async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), String> 
     pair.setup
         .get_or_init(|| async {
             for step in ["install", "start", "ready"] {
-                match lifecycle_step(ctx, pair, step, workdir, &ctx.cancel).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(format!(
-                            "component `{}`: lifecycle `{step}` failed",
-                            pair.spec.id
-                        ));
-                    }
+                match recorded_step(ctx, pair, step, workdir, &ctx.cancel).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => return Err(why),
                     Err(e) => return Err(error_chain(&e)),
                 }
             }
@@ -1049,16 +1198,21 @@ async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), String> 
         .clone()
 }
 
-/// Stop and uninstall the component of a pair after its last suite.
-async fn teardown(ctx: &Ctx, pair: &PairSlot) -> Result<(), EngineError> {
+/// Stop and uninstall the component of a pair after its last suite, in the scratch directory
+/// of the combination that ran it (never interrupted: we leave the target as we found it).
+async fn teardown(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), EngineError> {
     let never = CancellationToken::new();
     for step in ["stop", "uninstall"] {
-        lifecycle_step(ctx, pair, step, "/tmp", &never).await?;
+        if let Err(why) = recorded_step(ctx, pair, step, workdir, &never).await? {
+            tracing::warn!("{why}");
+        }
     }
     Ok(())
 }
 
-/// `component.restart` for steps: the lifecycle's stop and start, then readiness.
+/// `component.restart` for steps: the lifecycle's stop and start, then readiness, through the
+/// same [`lifecycle_step`] as setup and teardown; each command and its output go into the
+/// case's log.
 struct Restarter<'a> {
     ctx: &'a Ctx,
     pair: &'a PairSlot,
@@ -1080,99 +1234,43 @@ impl kinds::ComponentControl for Restarter<'_> {
         self.ctx.secrets.scrubbed_vars(pass)
     }
 
-    async fn restart(&self) -> Result<(), String> {
+    fn grace(&self) -> Duration {
+        self.ctx.grace
+    }
+
+    async fn restart(&self, log: &mut String) -> Result<(), String> {
         let l = &self.pair.spec.config.lifecycle;
-        let (Some(stop), Some(start)) = (&l.stop, &l.start) else {
+        if l.stop.is_none() || l.start.is_none() {
             return Err(format!(
                 "component `{}` declares no lifecycle stop and start commands to restart it with",
                 self.pair.spec.id
             ));
-        };
-        let target = self.ctx.targets[&self.pair.target].target.clone();
-        for (what, cmd) in [("stop", stop), ("start", start)] {
-            let mut req = ExecRequest::new(cmd.clone(), Duration::from_secs(300));
-            req.cwd = Some(self.workdir.to_string());
-            req.keep_background = true;
-            let o = target
-                .exec(req, &self.ctx.cancel)
-                .await
-                .map_err(|e| error_chain(&e))?;
-            if o.exit_code != Some(0) {
-                return Err(format!(
-                    "lifecycle {what} exited with {:?}: {}",
-                    o.exit_code,
-                    excerpt(&o.stderr, 300).trim()
-                ));
-            }
         }
-        let timeout = l.ready_timeout.unwrap_or(Duration::from_secs(120));
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ready = match &l.ready {
-                Some(cmd) => {
-                    let req = ExecRequest::new(cmd.clone(), Duration::from_secs(10));
-                    target
-                        .exec(req, &self.ctx.cancel)
-                        .await
-                        .is_ok_and(|o| o.exit_code == Some(0))
-                }
-                None => match component_endpoint(self.ctx, self.pair, self.workdir).await {
-                    Ok((a, ep)) => a.open(&ep).await.is_ok(),
-                    Err(_) => false,
-                },
+        for step in ["stop", "start", "ready"] {
+            let Some(run) =
+                lifecycle_step(self.ctx, self.pair, step, self.workdir, &self.ctx.cancel).await
+            else {
+                continue;
             };
-            if ready {
-                return Ok(());
+            use std::fmt::Write as _;
+            let _ = writeln!(log, "\n  restart: lifecycle `{step}`");
+            log.push_str(&run.outcome.log);
+            if run.outcome.cancelled {
+                return Err("interrupted".into());
             }
-            if Instant::now() >= deadline {
+            if run.outcome.status != Status::Passed {
                 return Err(format!(
-                    "not ready within {} after the restart",
-                    format_duration(timeout)
+                    "lifecycle {step} during the restart: {}",
+                    run.outcome.reason.unwrap_or_default()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-    }
-}
-
-fn append_attempt_log(log: &mut String, command: &str, o: &adaptest_adapters::ExecOutput) {
-    use std::fmt::Write as _;
-    let _ = writeln!(log, "$ {command}");
-    let status = match (o.exit_code, o.signal) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        (None, None) => "no exit status".into(),
-    };
-    let _ = writeln!(
-        log,
-        "--- {status}, {} ms{} ---",
-        o.duration.as_millis(),
-        if o.timed_out { ", timed out" } else { "" }
-    );
-    let _ = writeln!(
-        log,
-        "--- stdout ({} bytes kept, {} dropped) ---",
-        o.stdout.len(),
-        o.stdout_dropped
-    );
-    log.push_str(&String::from_utf8_lossy(&o.stdout));
-    if !log.ends_with('\n') {
-        log.push('\n');
-    }
-    let _ = writeln!(
-        log,
-        "--- stderr ({} bytes kept, {} dropped) ---",
-        o.stderr.len(),
-        o.stderr_dropped
-    );
-    log.push_str(&String::from_utf8_lossy(&o.stderr));
-    if !log.ends_with('\n') {
-        log.push('\n');
+        Ok(())
     }
 }
 
 /// Journal one finished case (its log written first), and tell the reporter.
-fn record(
+async fn record(
     ctx: &Ctx,
     combo: &Combination,
     case: &Case,
@@ -1190,23 +1288,51 @@ fn record(
             id: child.id,
             ..case.clone()
         };
-        record(ctx, combo, &c, attempts, child.duration_ms, child.outcome)?;
+        record_one(
+            ctx,
+            combo,
+            &c,
+            attempts,
+            child.duration_ms,
+            child.outcome,
+            Vec::new(),
+        )
+        .await?;
         imported.push(c.id);
     }
+    record_one(ctx, combo, case, attempts, duration_ms, o, imported).await
+}
+
+/// Write one case's log (on the blocking pool, not a worker) and journal its record.
+async fn record_one(
+    ctx: &Ctx,
+    combo: &Combination,
+    case: &Case,
+    attempts: u32,
+    duration_ms: u64,
+    mut o: CaseOutcome,
+    imported: Vec<String>,
+) -> Result<(), EngineError> {
     let log = if o.log.is_empty() {
         None
     } else {
         let rel = format!("logs/{}/{}.log", combo.id, case.id);
         let path = ctx.run_dir.join(&rel);
-        // The combination's log directory exists after its first case: create it only then,
-        // not on every case of the hot path.
-        let write = match std::fs::write(&path, &o.log) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(path.parent().expect("has parent"))
-                    .and_then(|()| std::fs::write(&path, &o.log))
-            }
-            other => other,
-        };
+        let text = std::mem::take(&mut o.log);
+        let (path, write) = tokio::task::spawn_blocking(move || {
+            // The combination's log directory exists after its first case: create it only
+            // then, not on every case of the hot path.
+            let write = match std::fs::write(&path, &text) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(path.parent().expect("has parent"))
+                        .and_then(|()| std::fs::write(&path, &text))
+                }
+                other => other,
+            };
+            (path, write)
+        })
+        .await
+        .expect("log writer panicked");
         if let Err(source) = write {
             return Err(EngineError::Write { path, source });
         }
@@ -1228,6 +1354,7 @@ fn record(
         finished_at: now_rfc3339(),
         imported,
         sql_records: o.sql_records,
+        leaked: o.leaked,
     };
     // The case counts (its event) once its record is durable; the next case runs meanwhile.
     let events = ctx.events.clone();

@@ -6,18 +6,16 @@ use crate::spec::suite::{Expectations, Stream};
 pub fn check(
     expect: &Expectations,
     exit_code: Option<i32>,
+    signal: Option<i32>,
     stdout: &str,
     stderr: &str,
 ) -> Option<String> {
-    match exit_code {
-        Some(c) if c == expect.exit => {}
-        Some(c) => return Some(format!("exit code {c}, expected {}", expect.exit)),
-        None => {
-            return Some(format!(
-                "killed by a signal, expected exit code {}",
-                expect.exit
-            ));
-        }
+    if exit_code != Some(expect.exit) {
+        return Some(format!(
+            "{}, expected status {}",
+            adaptest_adapters::exit_status::describe(exit_code, signal),
+            expect.exit
+        ));
     }
     check_stream("stdout", &expect.stdout, stdout)
         .or_else(|| check_stream("stderr", &expect.stderr, stderr))
@@ -77,19 +75,22 @@ mod tests {
     #[test]
     fn exit_code_mismatch_is_named() {
         assert_eq!(
-            check(&exp(), Some(1), "", "").as_deref(),
-            Some("exit code 1, expected 0")
+            check(&exp(), Some(1), None, "", "").as_deref(),
+            Some("exited with status 1, expected status 0")
         );
-        assert!(check(&exp(), None, "", "").unwrap().contains("signal"));
-        assert_eq!(check(&exp(), Some(0), "", ""), None);
+        assert_eq!(
+            check(&exp(), None, Some(9), "", "").as_deref(),
+            Some("killed by SIGKILL, expected status 0")
+        );
+        assert_eq!(check(&exp(), Some(0), None, "", ""), None);
     }
 
     #[test]
     fn stream_rules() {
         let mut e = exp();
         e.stdout.equals = Some("中文".into());
-        assert_eq!(check(&e, Some(0), "中文\n", ""), None);
-        assert!(check(&e, Some(0), "中", "").is_some());
+        assert_eq!(check(&e, Some(0), None, "中文\n", ""), None);
+        assert!(check(&e, Some(0), None, "中", "").is_some());
         e.stdout.equals = None;
         e.stdout.regex = Some(
             regex::RegexBuilder::new("^x86_64$")
@@ -97,16 +98,16 @@ mod tests {
                 .build()
                 .unwrap(),
         );
-        assert_eq!(check(&e, Some(0), "x86_64\n", ""), None);
+        assert_eq!(check(&e, Some(0), None, "x86_64\n", ""), None);
         assert!(
-            check(&e, Some(0), "aarch64\n", "")
+            check(&e, Some(0), None, "aarch64\n", "")
                 .unwrap()
                 .contains("does not match")
         );
         e.stdout.regex = None;
         e.stderr.not_contains = vec!["error".into()];
         assert_eq!(
-            check(&e, Some(0), "", "error: x").as_deref(),
+            check(&e, Some(0), None, "", "error: x").as_deref(),
             Some("stderr contains \"error\"")
         );
     }

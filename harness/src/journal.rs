@@ -21,6 +21,10 @@ use std::sync::Mutex;
 /// One line of `journal.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every record is a case: boxing it would save nothing"
+)]
 pub enum Record {
     /// A run (or a resumption of it) started.
     Session {
@@ -54,6 +58,9 @@ pub struct CaseRecord {
     /// For an `sql` case: what its script did with its records. Absent for every other case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_records: Option<adaptest_reports::SqlRecords>,
+    /// Processes the case left running that the target killed (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaked: Vec<adaptest_reports::LeakedProcess>,
 }
 
 impl CaseRecord {
@@ -167,6 +174,27 @@ impl Drop for Syncer {
     }
 }
 
+/// Bytes read at a time when looking back for the last newline.
+const TAIL_BLOCK: u64 = 64 * 1024;
+
+/// The offset just after the last `\n` among the first `len` bytes of `file` (0 when there is
+/// none), read backwards in blocks of [`TAIL_BLOCK`].
+fn end_of_last_line(file: &File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut end = len;
+    let mut block = vec![0; TAIL_BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_BLOCK);
+        let buf = &mut block[..(end - start) as usize];
+        file.read_exact_at(buf, start)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 impl Journal {
     /// Open (creating) the journal for appending, cutting off a torn last line if any.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
@@ -182,9 +210,9 @@ impl Journal {
             .map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
         if len > 0 {
-            // Find the last newline; anything after it is a torn write.
-            let data = std::fs::read(path).map_err(open_err)?;
-            let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
+            // Find the last newline (reading back from the end, a block at a time: never the
+            // whole journal); anything after it is a torn write.
+            let keep = end_of_last_line(&file, len).map_err(open_err)?;
             if keep < len {
                 tracing::warn!(
                     "journal {}: dropping a torn last record of {} bytes",
@@ -344,6 +372,7 @@ mod tests {
             finished_at: "2026-11-27T00:00:00Z".into(),
             imported: vec![],
             sql_records: None,
+            leaked: vec![],
         })
     }
 
@@ -364,6 +393,25 @@ mod tests {
         j.append(&rec("c")).unwrap();
         let all = read(&p).unwrap();
         assert_eq!(all, vec![rec("a"), rec("b"), rec("c")]);
+    }
+
+    /// The last newline is found reading back from the end a block at a time (the journal is
+    /// no longer read whole on open): a torn tail longer than a block, and a journal whose only
+    /// line is torn, are cut at the right place.
+    #[test]
+    fn last_line_is_found_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let torn = vec![b'x'; TAIL_BLOCK as usize * 2 + 17];
+        let mut text = b"one\ntwo\n".to_vec();
+        text.extend_from_slice(&torn);
+        std::fs::write(&p, &text).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(end_of_last_line(&f, text.len() as u64).unwrap(), 8);
+        std::fs::write(&p, &torn).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(end_of_last_line(&f, torn.len() as u64).unwrap(), 0);
+        assert_eq!(end_of_last_line(&f, 0).unwrap(), 0);
     }
 
     #[test]

@@ -277,6 +277,7 @@ pub fn assemble(
                     metrics: r.metrics.clone(),
                     waiver: None,
                     sql_records: r.sql_records,
+                    leaked: r.leaked.clone(),
                 },
                 None => CaseResult {
                     id: case.id.clone(),
@@ -299,6 +300,7 @@ pub fn assemble(
                     metrics: Vec::new(),
                     waiver: None,
                     sql_records: None,
+                    leaked: Vec::new(),
                 },
             });
         }

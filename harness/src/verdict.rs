@@ -110,6 +110,7 @@ mod tests {
             metrics: Vec::new(),
             waiver: None,
             sql_records: None,
+            leaked: Vec::new(),
         }
     }
 

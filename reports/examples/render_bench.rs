@@ -347,5 +347,6 @@ fn generate_case(suite: &str, n: usize) -> CaseResult {
         },
         waiver: None,
         sql_records: None,
+        leaked: Vec::new(),
     }
 }

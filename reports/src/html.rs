@@ -308,6 +308,8 @@ struct CaseRow<'a> {
     duration: String,
     attempts: u32,
     reason: &'a str,
+    /// The processes the case left running (killed by the harness), `pid 12 (sleep), …`.
+    leaked: String,
     /// `waived` (an active waiver covers it) or `expired` (only an expired one matched).
     waiver: &'static str,
     waiver_number: usize,
@@ -413,7 +415,8 @@ impl<'a> View<'a> {
                     unit: &m.unit,
                     threshold: m.threshold.as_deref().unwrap_or(""),
                 }));
-                if case.status == Status::Passed {
+                // A passed case that leaked processes is listed with the others, so the leak shows.
+                if case.status == Status::Passed && case.leaked.is_empty() {
                     passed_count += 1;
                     if passed_paged {
                         let records = records_text(case, t);
@@ -460,6 +463,12 @@ impl<'a> View<'a> {
                     duration: text::duration(case.duration_ms),
                     attempts: case.attempts,
                     reason: case.reason.as_deref().unwrap_or(""),
+                    leaked: case
+                        .leaked
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     waiver,
                     waiver_number,
                     detail,

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 /// History: 1 — cases, environments, summary. 2 — certification: a verdict per combination,
 /// per target × component pair and overall, the plan's waivers and which failed case each one
 /// matched, and the report cover fields of [`Product`]. Version 1 documents are still read: their
-/// verdicts are computed on reading (they had no waivers).
-pub const SCHEMA_VERSION: u32 = 2;
+/// verdicts are computed on reading (they had no waivers). 3 — [`CaseResult::leaked`]: the
+/// processes a case left running that the harness killed. Versions 1 and 2 are still read (they
+/// recorded none).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Everything one run produced: the document every report is rendered from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -148,10 +150,14 @@ pub struct CaseResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiver: Option<u32>,
     /// For an `sql` case: how many of its script's records ran, were skipped by a condition and
-    /// were left after a halt. Absent for other kinds (an optional addition to schema 2: readers
-    /// that do not know it ignore it, and no other field changes meaning).
+    /// were left after a halt. Absent for other kinds (schema 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_records: Option<SqlRecords>,
+    /// Processes the case's commands left running after they ended (in their process group),
+    /// which the harness then killed: evidence that the case was not clean, shown in the report.
+    /// Empty (and absent) for a clean case (schema 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaked: Vec<LeakedProcess>,
 }
 
 /// What an `sql` case's sqllogictest script did with its records (`statement`, `query`, `let`).
@@ -163,6 +169,21 @@ pub struct SqlRecords {
     pub skipped: u64,
     /// Never reached: after a `halt` that applied to this component.
     pub halted: u64,
+}
+
+/// A process a case left behind, killed by the harness.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeakedProcess {
+    /// Its pid on the target.
+    pub pid: u32,
+    /// Its command name (`/proc/<pid>/comm`).
+    pub command: String,
+}
+
+impl std::fmt::Display for LeakedProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({})", self.pid, self.command)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -9,7 +9,7 @@ fn json_round_trips_exactly() {
     let results = common::sample();
     let text = to_json(&results).unwrap();
     assert!(
-        text.contains("\n  \"schema_version\": 2,"),
+        text.contains("\n  \"schema_version\": 3,"),
         "pretty-printed:\n{text}"
     );
     assert_eq!(from_json(&text).unwrap(), results);

@@ -83,7 +83,7 @@ fn an_unwaived_mandatory_failure_is_not_certified_and_exits_1() {
     let sb = Sandbox::new();
     run(&sb, "", &[]).expect_code(1);
     let r = results(&sb.run_dir());
-    assert_eq!(r["schema_version"], 2);
+    assert_eq!(r["schema_version"], 3);
     assert_eq!(r["certification"]["verdict"], "not_certified");
     assert_eq!(r["combinations"][0]["verdict"], "not_certified");
     assert_eq!(r["certification"]["pairs"][0]["verdict"], "not_certified");

@@ -361,6 +361,26 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// This host's distribution id (`ID` of os-release), as the environment probe reports it:
+/// tests compare with the host they run on instead of assuming one.
+pub fn host_os_id() -> String {
+    let text = std::fs::read_to_string("/etc/os-release")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_owned())
+        .unwrap_or_else(|| "linux".into())
+}
+
+/// Whether this host's C library is glibc (`getconf GNU_LIBC_VERSION` answers).
+pub fn host_has_glibc() -> bool {
+    std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The workspace's root directory (where `scripts/` lives).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

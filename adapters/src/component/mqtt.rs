@@ -174,7 +174,7 @@ enum Reply {
 /// Poll the event loop until the connection breaks or the session goes away.
 async fn drive(
     mut eventloop: EventLoop,
-    messages: mpsc::UnboundedSender<Message>,
+    messages: super::net::InboxSender,
     acks: mpsc::UnboundedSender<Reply>,
     broken: Arc<Mutex<Option<String>>>,
 ) {

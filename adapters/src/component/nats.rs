@@ -111,7 +111,7 @@ struct NatsSession {
     client: Client,
     js: jetstream::Context,
     inbox: Inbox,
-    msg_tx: tokio::sync::mpsc::UnboundedSender<Message>,
+    msg_tx: super::net::InboxSender,
     /// Forwarding task per subscribed subject (aborting it unsubscribes).
     subscriptions: HashMap<String, JoinHandle<()>>,
     /// `rpc.serve` responders, alive for the session's life.

@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Connecting (TCP + handshake + authentication) gives up after this long by default (the SQL
@@ -374,45 +373,110 @@ pub(crate) fn topic_matches(filter: &str, topic: &str, w: Wildcards) -> bool {
     }
 }
 
-/// Messages received for a session's subscriptions, kept until a step expects them.
+/// Messages received for a session's subscriptions, kept until a step expects them. One
+/// bounded queue between the client's delivery task and the steps (no unbounded channel in
+/// front of it): at most [`INBOX_LIMIT`] messages wait, the oldest go first, and the delivering
+/// side never blocks (an MQTT event loop must keep polling).
 pub(crate) struct Inbox {
-    rx: mpsc::UnboundedReceiver<Message>,
-    buffered: VecDeque<Message>,
+    shared: Arc<InboxShared>,
     wildcards: Wildcards,
+}
+
+/// The delivering side of an [`Inbox`]; clones share it. When every clone is gone, the inbox
+/// knows the connection that delivered went away.
+pub(crate) struct InboxSender(Arc<InboxShared>);
+
+/// The inbox is gone (its session closed): the message was not kept.
+#[derive(Debug)]
+pub(crate) struct InboxClosed;
+
+struct InboxShared {
+    /// Waiting messages with their arrival number, oldest first.
+    queue: std::sync::Mutex<InboxQueue>,
+    arrived: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct InboxQueue {
+    messages: VecDeque<(u64, Message)>,
+    next_seq: u64,
+    senders: usize,
+    receiver_gone: bool,
+}
+
+impl InboxShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// At most this many unexpected messages are kept (the oldest go first).
 const INBOX_LIMIT: usize = 100_000;
 
+impl InboxSender {
+    /// Keep `m` for the steps, dropping the oldest waiting message when the inbox is full.
+    pub(crate) fn send(&self, m: Message) -> Result<(), InboxClosed> {
+        {
+            let mut q = self.0.lock();
+            if q.receiver_gone {
+                return Err(InboxClosed);
+            }
+            if q.messages.len() >= INBOX_LIMIT {
+                q.messages.pop_front();
+            }
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            q.messages.push_back((seq, m));
+        }
+        self.0.arrived.notify_one();
+        Ok(())
+    }
+}
+
+impl Clone for InboxSender {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        InboxSender(self.0.clone())
+    }
+}
+
+impl Drop for InboxSender {
+    fn drop(&mut self) {
+        self.0.lock().senders -= 1;
+        self.0.arrived.notify_one();
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.receiver_gone = true;
+        q.messages.clear();
+    }
+}
+
 impl Inbox {
-    pub(crate) fn new(wildcards: Wildcards) -> (mpsc::UnboundedSender<Message>, Self) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            tx,
-            Inbox {
-                rx,
-                buffered: VecDeque::new(),
-                wildcards,
-            },
-        )
+    pub(crate) fn new(wildcards: Wildcards) -> (InboxSender, Self) {
+        let shared = Arc::new(InboxShared {
+            queue: std::sync::Mutex::new(InboxQueue {
+                senders: 1,
+                ..InboxQueue::default()
+            }),
+            arrived: tokio::sync::Notify::new(),
+        });
+        (InboxSender(shared.clone()), Inbox { shared, wildcards })
     }
 
-    fn take_buffered(&mut self, topic: &str, payload: Option<&[u8]>) -> Option<Message> {
-        while let Ok(m) = self.rx.try_recv() {
-            self.push(m);
-        }
-        let i = self
-            .buffered
+    /// Take the first waiting message that matches, looking only at those that arrived at or
+    /// after `from` (earlier ones were looked at already); also returns where to look next.
+    fn take(&self, from: u64, topic: &str, payload: Option<&[u8]>) -> (Option<Message>, u64) {
+        let mut q = self.shared.lock();
+        let next = q.next_seq;
+        let i = q
+            .messages
             .iter()
-            .position(|m| self.accepts(m, topic, payload))?;
-        self.buffered.remove(i)
-    }
-
-    fn push(&mut self, m: Message) {
-        if self.buffered.len() >= INBOX_LIMIT {
-            self.buffered.pop_front();
-        }
-        self.buffered.push_back(m);
+            .position(|(seq, m)| *seq >= from && self.accepts(m, topic, payload));
+        (i.and_then(|i| q.messages.remove(i)).map(|(_, m)| m), next)
     }
 
     fn accepts(&self, m: &Message, topic: &str, payload: Option<&[u8]>) -> bool {
@@ -428,28 +492,38 @@ impl Inbox {
         payload: Option<&[u8]>,
         within: Duration,
     ) -> Result<Option<Message>, bool> {
-        if let Some(m) = self.take_buffered(topic, payload) {
-            return Ok(Some(m));
-        }
         let deadline = Instant::now() + within;
+        let mut from = 0;
         loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Err(_) => return Ok(None),
-                Ok(None) => return Err(true),
-                Ok(Some(m)) if self.accepts(&m, topic, payload) => return Ok(Some(m)),
-                Ok(Some(m)) => self.push(m),
+            // Registered before looking, so a message arriving in between is not missed.
+            let arrived = self.shared.arrived.notified();
+            let (found, next) = self.take(from, topic, payload);
+            if let Some(m) = found {
+                return Ok(Some(m));
+            }
+            from = next;
+            if self.shared.lock().senders == 0 {
+                return Err(true);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Ok(None);
             }
         }
     }
 
     /// Forget buffered messages on topics matching `filter` (after an unsubscribe).
     pub(crate) fn forget(&mut self, filter: &str) {
-        while let Ok(m) = self.rx.try_recv() {
-            self.push(m);
-        }
         let w = self.wildcards;
-        self.buffered
-            .retain(|m| !topic_matches(filter, &m.topic, w));
+        self.shared
+            .lock()
+            .messages
+            .retain(|(_, m)| !topic_matches(filter, &m.topic, w));
+    }
+
+    /// How many messages wait (for tests).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.shared.lock().messages.len()
     }
 }
 
@@ -535,5 +609,30 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// Deliveries used to wait in an unbounded channel until a step drained them, so a busy
+    /// topic with no `pubsub.expect` grew the harness's memory without limit before the inbox's
+    /// cap applied. Now the one queue is capped where messages arrive.
+    #[tokio::test]
+    async fn inbox_is_bounded_where_messages_arrive() {
+        let (tx, mut inbox) = Inbox::new(Wildcards::Mqtt);
+        for i in 0..INBOX_LIMIT + 10 {
+            tx.send(Message {
+                topic: "busy".into(),
+                payload: i.to_string().into_bytes(),
+                retain: false,
+                qos: 0,
+            })
+            .unwrap();
+        }
+        assert_eq!(inbox.waiting(), INBOX_LIMIT);
+        // The oldest went first.
+        let first = inbox
+            .expect("busy", None, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.payload, b"10");
     }
 }

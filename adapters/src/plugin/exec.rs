@@ -9,6 +9,8 @@
 //! that were using it, not the run.
 
 use super::{Channel, Host, blocking, excerpt, unwrap_response};
+// The guarded group kill (never pid 0 or 1, never our own group): the plugin leads its group.
+use crate::target::kill_group;
 use adaptest_plugin_sdk::{ErrorKind, PROTOCOL_VERSION};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -24,29 +26,51 @@ use tokio::sync::{Notify, oneshot, watch};
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Bytes of a plugin's stderr kept for messages.
 const STDERR_TAIL: usize = 2048;
+/// The longest line a plugin may write (one response); a longer one is a protocol violation,
+/// never a buffer that grows without bound.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// One line of a plugin's stdout, read with at most [`MAX_LINE_BYTES`] buffered.
+enum Line {
+    Text(String),
+    TooLong,
+    End,
+}
+
+/// Read the next line (without its `\n`), refusing one longer than `max` bytes.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() {
+                Line::End
+            } else {
+                Line::Text(String::from_utf8_lossy(&buf).into_owned())
+            });
+        }
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let take = newline.map_or(chunk.len(), |i| i + 1);
+        if buf.len() + take > max + 1 {
+            return Ok(Line::TooLong);
+        }
+        buf.extend_from_slice(&chunk[..take]);
+        r.consume(take);
+        if newline.is_some() {
+            buf.pop();
+            return Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()));
+        }
+    }
+}
 
 type Reply = Result<Value, (ErrorKind, String)>;
 
-/// `exited with code 3`, `was killed by signal 6 (SIGABRT)`.
+/// `exited with status 3`, `killed by SIGABRT`: the project's one exit-status describer.
 fn exit_text(status: &ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => {
-            let name = match s {
-                libc::SIGABRT => " (SIGABRT)",
-                libc::SIGKILL => " (SIGKILL)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                libc::SIGTERM => " (SIGTERM)",
-                libc::SIGBUS => " (SIGBUS)",
-                libc::SIGILL => " (SIGILL)",
-                libc::SIGFPE => " (SIGFPE)",
-                _ => "",
-            };
-            format!("was killed by signal {s}{name}")
-        }
-        (None, None) => "ended".into(),
-    }
+    crate::exit_status::describe_status(status)
 }
 
 /// Keep the last [`STDERR_TAIL`] bytes of a stream.
@@ -96,16 +120,6 @@ fn command(program: &str, args: &[String]) -> std::process::Command {
     c
 }
 
-/// Kill a process group we started and have not reaped yet.
-fn kill_group(pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    // SAFETY: plain syscall; `pid` leads a group we created and have not reaped (its id cannot
-    // have been reused), so only the plugin and its own children are signalled.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-}
-
 /// Start the program, ask `describe`, and let it go: how a component learns what an exec
 /// plugin offers when it is created. Blocks for at most `timeout` plus the exit grace.
 pub(crate) fn describe_blocking(program: &str, args: &[String], timeout: Duration) -> Reply {
@@ -136,9 +150,18 @@ pub(crate) fn describe_blocking(program: &str, args: &[String], timeout: Duratio
         });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Bounded: a plugin writing an endless line cannot grow this buffer without limit.
             let mut line = String::new();
-            let r = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(r.map(|_| line));
+            let r = std::io::BufReader::new(stdout.take(MAX_LINE_BYTES as u64 + 1))
+                .read_line(&mut line)
+                .and_then(|_| {
+                    if line.len() > MAX_LINE_BYTES {
+                        Err(std::io::Error::other("line too long"))
+                    } else {
+                        Ok(line)
+                    }
+                });
+            let _ = tx.send(r);
         });
         let req = json!({ "protocol": PROTOCOL_VERSION, "id": 0, "op": "describe" });
         let _ = stdin
@@ -308,7 +331,10 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start plugin program `{program}`: {e}"))?;
-        let pid = child.id().unwrap_or(0);
+        // A child that has no pid was already reaped: there is no group of it to kill.
+        let pid = child
+            .id()
+            .ok_or_else(|| format!("plugin program `{program}` ended before it could be used"))?;
         let (exit, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             label: format!("plugin process exec:{program} (pid {pid})"),
@@ -369,11 +395,19 @@ impl Proc {
         });
         let s = shared.clone();
         tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut stdout = tokio::io::BufReader::new(stdout);
             let why = loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) if line.trim().is_empty() => {}
-                    Ok(Some(line)) => {
+                match next_line(&mut stdout, MAX_LINE_BYTES).await {
+                    Ok(Line::Text(line)) if line.trim().is_empty() => {}
+                    Ok(Line::TooLong) => {
+                        s.kill.notify_one();
+                        break format!(
+                            "{} wrote a line longer than {} MiB, which is not a protocol response",
+                            s.label,
+                            MAX_LINE_BYTES >> 20
+                        );
+                    }
+                    Ok(Line::Text(line)) => {
                         let id = serde_json::from_str::<Value>(&line)
                             .ok()
                             .and_then(|v| v.get("id").and_then(Value::as_u64));
@@ -401,7 +435,7 @@ impl Proc {
                             ),
                         }
                     }
-                    Ok(None) | Err(_) => {
+                    Ok(Line::End) | Err(_) => {
                         // stdout closed: the process is ending. Learn how.
                         let mut rx = s.exit.subscribe();
                         let done = tokio::time::timeout(EXIT_GRACE, rx.wait_for(Option::is_some))
@@ -501,6 +535,19 @@ impl Drop for Proc {
 mod tests {
     use super::*;
 
+    /// The plugin host once killed `-pid` with a pid of 0 when the child had none: `kill(0)`
+    /// signals the caller's own process group, so this test (and cargo with it) would die of
+    /// SIGKILL. The guarded kill refuses every dangerous id.
+    #[test]
+    fn group_kill_never_signals_pid_0_or_1_or_our_own_group() {
+        // SAFETY: getpgrp(2) takes no arguments and cannot fail.
+        let own_group = unsafe { libc::getpgrp() } as u32;
+        for pid in [0, 1, std::process::id(), own_group] {
+            kill_group(pid);
+        }
+        // Still here: nothing of ours was signalled.
+    }
+
     fn script(body: &str) -> (tempfile_dir::Dir, String) {
         let d = tempfile_dir::Dir::new();
         let p = d.0.join("plugin.sh");
@@ -538,6 +585,7 @@ while IFS= read -r line; do
     *'"name":"die"'*) echo "dying as asked" >&2; exit 9 ;;
     *'"name":"hang"'*) sleep 600 ;;
     *'"name":"garbage"'*) echo "hello there" ;;
+    *'"name":"endless"'*) head -c 17000000 /dev/zero | tr '\0' x ;;
     *) printf '{"id":%s,"ok":true,"result":"pong"}\n' "$id" ;;
   esac
 done
@@ -561,9 +609,26 @@ done
         let (_d3, quits) = script("echo 'no protocol here' >&2; exit 4\n");
         let e = describe_blocking("sh", &[quits], Duration::from_secs(5)).unwrap_err();
         assert!(
-            e.1.contains("exited with code 4") && e.1.contains("no protocol here"),
+            e.1.contains("exited with status 4") && e.1.contains("no protocol here"),
             "{e:?}"
         );
+    }
+
+    /// Plugin stdout was read with `lines()`, which buffers a line of any length: a plugin
+    /// writing without newlines grew the harness's memory until it ran out. Now a line beyond
+    /// the limit loses the process (its sessions fail as lost) and the buffer stays bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_endless_line_loses_the_process_instead_of_growing_a_buffer() {
+        let (_d, p) = script(SH_PLUGIN);
+        let host = ExecHost::new("sh".into(), vec![p]);
+        let t = Duration::from_secs(30);
+        let ch = host.channel(t).await.unwrap();
+        let e = ch
+            .call(json!({"op": "execute", "name": "endless"}), t)
+            .await
+            .unwrap_err();
+        assert_eq!(e.0, ErrorKind::Lost, "{e:?}");
+        assert!(e.1.contains("longer than 16 MiB"), "{e:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,7 +649,7 @@ done
             .unwrap_err();
         assert_eq!(e.0, ErrorKind::Lost);
         assert!(
-            e.1.contains("exited with code 9") && e.1.contains("dying as asked"),
+            e.1.contains("exited with status 9") && e.1.contains("dying as asked"),
             "{e:?}"
         );
         // The dead process stays dead for its sessions; a new channel is a new process.

@@ -137,23 +137,9 @@ fn quote_word(w: &str) -> String {
     }
 }
 
-/// `500ms`, `30s`, `2m`.
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms, 30s or 2m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("`{s}` is not a duration like 500ms, 30s or 2m")),
-    };
-    if d.is_zero() {
-        return Err("the timeout must be longer than 0".into());
-    }
-    Ok(d)
+/// A plugin's `timeout` option, in the project's one duration grammar.
+fn parse_timeout(s: &str) -> Result<Duration, crate::duration::DurationError> {
+    crate::duration::parse_duration(s)
 }
 
 /// Check a plugin component's options and make its paths relative to `base` (the plan's
@@ -172,7 +158,7 @@ pub fn resolve_options(
         .map_err(|e| (PLUGIN_OPTION, e))?
         .resolved(base);
     if let Some(t) = options.get(TIMEOUT_OPTION) {
-        parse_timeout(t).map_err(|e| (TIMEOUT_OPTION, e))?;
+        parse_timeout(t).map_err(|e| (TIMEOUT_OPTION, e.to_string()))?;
     }
     options.insert(PLUGIN_OPTION.into(), spec.to_option());
     Ok(())
@@ -269,7 +255,7 @@ impl PluginComponent {
         })?;
         let spec = PluginSpec::parse(text).map_err(connect)?;
         let timeout = match cfg.options.get(TIMEOUT_OPTION) {
-            Some(t) => parse_timeout(t).map_err(connect)?,
+            Some(t) => parse_timeout(t).map_err(|e| connect(e.to_string()))?,
             None => DEFAULT_TIMEOUT,
         };
         let who = spec.to_option();

@@ -13,7 +13,8 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(target_os = "linux")]
-use super::process_linux::{kill_group, kill_tree};
+use super::process_linux::{group_alive, kill_leftovers, kill_seen, terminate_tree};
+use super::{kill_group, kill_tree};
 
 /// How long the pipes of a finished command are still read after its process group was killed.
 /// A process that left the group (`setsid`) may hold them open for ever; we stop waiting then.
@@ -76,6 +77,7 @@ impl Target for LocalTarget {
             timeout,
             capture_limit,
             keep_background,
+            grace,
         } = req;
 
         let mut cmd = Command::new("/bin/sh");
@@ -93,7 +95,11 @@ impl Target for LocalTarget {
             &command,
             stdin,
             timeout,
-            (capture_limit, keep_background),
+            Policy {
+                capture_limit,
+                keep_background,
+                grace,
+            },
             cancel,
         )
         .await
@@ -118,10 +124,21 @@ impl Target for LocalTarget {
     }
 }
 
+/// How [`run_command`] treats a command's output and processes (from its [`ExecRequest`]).
+pub(super) struct Policy {
+    /// Bytes of stdout and of stderr kept.
+    pub(super) capture_limit: usize,
+    /// Leave what the command started in the background running after it exits.
+    pub(super) keep_background: bool,
+    /// Between SIGTERM and SIGKILL on a timeout or cancel.
+    pub(super) grace: Duration,
+}
+
 /// Spawn `cmd` (a host program, typically `/bin/sh -c …`; the caller set its program, arguments,
 /// environment and working directory) in a process group of its own, feed it `stdin`, capture
-/// its output up to `capture_limit`, and kill its whole tree on timeout, cancel or drop, as well
-/// as whatever it leaves in its group when it exits. Shared by every target whose commands are
+/// its output up to `capture_limit`, and end its whole tree on timeout or cancel (SIGTERM, the
+/// grace period, SIGKILL) or drop (SIGKILL), as well as whatever it leaves in its group when it
+/// exits (listed as leaked). Shared by every target whose commands are
 /// processes on this host (`local`, `qemu-user`). `command` names it in errors.
 pub(super) async fn run_command(
     target: &str,
@@ -129,10 +146,14 @@ pub(super) async fn run_command(
     command: &str,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
-    capture: (usize, bool),
+    policy: Policy,
     cancel: &CancellationToken,
 ) -> Result<ExecOutput, TargetError> {
-    let (capture_limit, keep_background) = capture;
+    let Policy {
+        capture_limit,
+        keep_background,
+        grace,
+    } = policy;
     let spawn_error = |source: std::io::Error| TargetError::Spawn {
         target: target.to_owned(),
         command: super::short_command(command),
@@ -164,7 +185,7 @@ pub(super) async fn run_command(
     let stdin_pipe = child.stdin.take();
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
-    let (status, timed_out, cancelled, duration) = {
+    let (status, timed_out, cancelled, duration, leaked) = {
         let io = async {
             tokio::join!(
                 feed_stdin(stdin_pipe, stdin),
@@ -186,35 +207,40 @@ pub(super) async fn run_command(
                 _ = &mut io, if !io_done => io_done = true,
             }
         };
+        let mut leaked = Vec::new();
         let (status, timed_out, cancelled) = match ending {
             Ending::Exited(status) => {
+                // Reaped: its pid may be reused from now on, so the guard must not fire.
+                if status.is_ok() {
+                    guard.armed = false;
+                }
                 // The leader is gone; whatever it left in its group goes too (this also
                 // closes the pipes those leftovers hold, so draining below ends at once) —
-                // unless the command's purpose is to leave a service running.
-                if !keep_background {
-                    kill_group(pid);
+                // unless the command's purpose is to leave a service running. Leftovers are
+                // listed (a `/proc` scan, off the workers) only when there are any.
+                if !keep_background && group_alive(pid) {
+                    leaked = tokio::task::spawn_blocking(move || kill_leftovers(pid))
+                        .await
+                        .unwrap_or_default();
                 }
                 (status, false, false)
             }
-            Ending::TimedOut => {
-                kill_tree(pid);
-                (child.wait().await, true, false)
-            }
-            Ending::Cancelled => {
-                kill_tree(pid);
-                (child.wait().await, false, true)
+            Ending::TimedOut | Ending::Cancelled => {
+                let status =
+                    terminate(&mut child, &mut guard, pid, grace, &mut io, &mut io_done).await;
+                let timed_out = matches!(ending, Ending::TimedOut);
+                (status, timed_out, !timed_out)
             }
         };
         let duration = started.elapsed();
         if status.is_ok() {
-            // Reaped: its pid may be reused from now on, so the guard must not fire.
             guard.armed = false;
             if !io_done {
                 // Ignored timeout: a process outside the group still holds a pipe.
                 let _ = tokio::time::timeout(DRAIN_GRACE, &mut io).await;
             }
         }
-        (status, timed_out, cancelled, duration)
+        (status, timed_out, cancelled, duration, leaked)
     };
     let status = status.map_err(|source| TargetError::Io {
         target: target.to_owned(),
@@ -231,7 +257,58 @@ pub(super) async fn run_command(
         timed_out,
         cancelled,
         duration,
+        leaked,
     })
+}
+
+/// End a timed-out or cancelled command as nextest does: SIGTERM to its whole tree, up to
+/// `grace` for the leader to exit (its output still drained meanwhile), then SIGKILL to the
+/// tree and to every process seen at SIGTERM time that is still there. Returns the reaped
+/// status; the guard is disarmed as soon as the leader is reaped.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    guard: &mut TreeGuard,
+    pid: u32,
+    grace: Duration,
+    io: &mut (impl std::future::Future<Output = ((), (), ())> + Unpin),
+    io_done: &mut bool,
+) -> std::io::Result<ExitStatus> {
+    let seen = tokio::task::spawn_blocking(move || terminate_tree(pid))
+        .await
+        .unwrap_or_default();
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    let exited = loop {
+        tokio::select! {
+            biased;
+            status = child.wait() => break Some(status),
+            () = &mut deadline => break None,
+            _ = &mut *io, if !*io_done => *io_done = true,
+        }
+    };
+    match exited {
+        Some(status) => {
+            // Reaped: only the group (whose id stays unused while it has members) and the
+            // processes seen, checked by start time, may be signalled now.
+            if status.is_ok() {
+                guard.armed = false;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                kill_group(pid);
+                kill_seen(&seen);
+            })
+            .await;
+            status
+        }
+        None => {
+            let _ = tokio::task::spawn_blocking(move || {
+                kill_tree(pid);
+                kill_seen(&seen);
+            })
+            .await;
+            child.wait().await
+        }
+    }
 }
 
 /// Fill what the probe left empty from sysinfo (this is the same machine).
@@ -342,7 +419,7 @@ pub(super) async fn feed_stdin(pipe: Option<impl AsyncWrite + Unpin>, data: Opti
 
 /// Outside Linux there is no `/proc` to find descendants: the process group is all we can reach.
 #[cfg(not(target_os = "linux"))]
-fn kill_group(pgid: u32) {
+pub(crate) fn kill_group(pgid: u32) {
     if let Ok(pgid) = i32::try_from(pgid)
         && pgid > 1
     {
@@ -352,8 +429,33 @@ fn kill_group(pgid: u32) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kill_tree(pid: u32) {
+pub(crate) fn kill_tree(pid: u32) {
     kill_group(pid);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn terminate_tree(pid: u32) -> Vec<()> {
+    if let Ok(pgid) = i32::try_from(pid)
+        && pgid > 1
+    {
+        // SAFETY: killpg(2) takes plain integers; pgid is the group we created for the child.
+        unsafe { libc::killpg(pgid, libc::SIGTERM) };
+    }
+    Vec::new()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_seen(_: &[()]) {}
+
+#[cfg(not(target_os = "linux"))]
+fn group_alive(_: u32) -> bool {
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_leftovers(pgid: u32) -> Vec<adaptest_reports::LeakedProcess> {
+    kill_group(pgid);
+    Vec::new()
 }
 
 #[cfg(test)]

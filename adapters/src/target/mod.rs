@@ -18,6 +18,13 @@ pub use qemu_system::QemuSystemTarget;
 pub use qemu_user::{QemuUserTarget, private_mount_namespace};
 pub use ssh::SshTarget;
 
+/// The one implementation of killing what we started on this host (case commands, plugin
+/// programs): guarded, so pid 0, 1, our own pid and our own group are never signalled.
+#[cfg(not(target_os = "linux"))]
+pub(crate) use local::{kill_group, kill_tree};
+#[cfg(target_os = "linux")]
+pub(crate) use process_linux::{kill_group, kill_tree};
+
 use adaptest_reports::Environment;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +50,13 @@ pub struct ExecRequest {
     /// lifecycle `start` that launches a daemon). Otherwise they are killed with the command.
     /// A timeout or cancel kills the whole tree either way.
     pub keep_background: bool,
+    /// On a timeout or cancel, how long the tree gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
 }
+
+/// How long a timed-out or cancelled command gets to exit after SIGTERM before SIGKILL, unless
+/// the run says otherwise (`adaptest run --grace-period`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 impl ExecRequest {
     pub fn new(command: impl Into<String>, timeout: Duration) -> Self {
@@ -56,6 +69,7 @@ impl ExecRequest {
             timeout,
             capture_limit: 1 << 20,
             keep_background: false,
+            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -76,6 +90,9 @@ pub struct ExecOutput {
     /// The run was cancelled (Ctrl-C) and the process tree was killed.
     pub cancelled: bool,
     pub duration: Duration,
+    /// Processes the command left running when it exited, which were then killed (targets
+    /// that can tell: `local`, `qemu-user`). Empty with `keep_background`.
+    pub leaked: Vec<adaptest_reports::LeakedProcess>,
 }
 
 /// The first line of a command, cut to 80 characters, for messages (scripts can be long).

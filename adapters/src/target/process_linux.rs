@@ -1,5 +1,8 @@
 //! Killing a whole process tree on Linux: the process group of a command plus every descendant
 //! found through the parent links in `/proc/*/stat` (which also finds those that called `setsid`).
+//! Terminating is gentle first (SIGTERM to the tree, a grace period, then SIGKILL), as nextest
+//! does; what a command leaves in its group after it exits is listed (leaked) and killed.
+//! Every function here scans `/proc` or may: call them off the async workers.
 
 use std::collections::{HashMap, HashSet};
 
@@ -43,6 +46,90 @@ pub(crate) fn kill_tree(pid: u32) {
     for &child in &frozen {
         signal(child, libc::SIGKILL);
     }
+}
+
+/// A process of a command's tree as seen when it was asked to terminate: its pid and its start
+/// time (clock ticks after boot), so that a later SIGKILL never hits a reused pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pid: i32,
+    start: u64,
+}
+
+/// SIGTERM `pid`, its process group and every descendant of it (a chance to clean up), and
+/// return the descendants seen, for [`kill_seen`] once the grace period is over.
+///
+/// `pid` must be an unreaped child of ours, as for [`kill_tree`]. Nothing is frozen: a process
+/// handling SIGTERM must be able to run.
+pub(crate) fn terminate_tree(pid: u32) -> Vec<Seen> {
+    let Some(root) = target_pid(pid) else {
+        return Vec::new();
+    };
+    let seen: Vec<Seen> = descendants(root, &children_by_parent())
+        .into_iter()
+        .filter_map(|pid| {
+            stat_of(pid).map(|st| Seen {
+                pid,
+                start: st.start,
+            })
+        })
+        .collect();
+    if let Some(group) = process_group_of(root) {
+        signal_group(group, libc::SIGTERM);
+    }
+    signal(root, libc::SIGTERM);
+    for s in &seen {
+        signal(s.pid, libc::SIGTERM);
+    }
+    seen
+}
+
+/// SIGKILL every process of `seen` that is still the same process (same start time).
+pub(crate) fn kill_seen(seen: &[Seen]) {
+    for s in seen {
+        if stat_of(s.pid).is_some_and(|st| st.start == s.start) {
+            signal(s.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Does the process group `pgid` still have a member? One syscall, no `/proc` scan: cheap
+/// enough to ask after every command.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    target_pid(pgid)
+        .filter(|&g| g != own_group())
+        // SAFETY: killpg(2) with signal 0 only checks for existence; the group is not ours.
+        .is_some_and(|g| unsafe { libc::killpg(g, 0) } == 0)
+}
+
+/// List the members of the process group `pgid` (what a command left behind: `pid (comm)`),
+/// then SIGKILL the group. Scans `/proc`: only called when [`group_alive`] said so.
+pub(crate) fn kill_leftovers(pgid: u32) -> Vec<adaptest_reports::LeakedProcess> {
+    let Some(group) = target_pid(pgid).filter(|&g| g != own_group()) else {
+        return Vec::new();
+    };
+    signal_group(group, libc::SIGSTOP);
+    let mut found = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some(st) = stat_of(pid).filter(|st| st.pgrp == group) {
+                found.push(adaptest_reports::LeakedProcess {
+                    pid: pid as u32,
+                    command: st.comm,
+                });
+            }
+        }
+    }
+    signal_group(group, libc::SIGKILL);
+    found.sort_by_key(|p| p.pid);
+    found
 }
 
 /// SIGKILL what is left of the process group `pgid` (the group a command was started in).
@@ -106,6 +193,30 @@ fn children_by_parent() -> HashMap<i32, Vec<i32>> {
     children
 }
 
+/// What we read from `/proc/<pid>/stat`.
+struct Stat {
+    comm: String,
+    pgrp: i32,
+    start: u64,
+}
+
+fn stat_of(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `pid (comm) state ppid pgrp … starttime(22nd field) …`.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat[close + 1..].split_ascii_whitespace().collect();
+    Some(Stat {
+        comm,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
 /// The parent pid from the text of `/proc/<pid>/stat`: `pid (comm) state ppid …`, where `comm`
 /// may itself contain spaces and parentheses (so we split after the last `)`).
 fn parent_from_stat(stat: &str) -> Option<i32> {
@@ -141,6 +252,20 @@ mod tests {
         assert_eq!(parent_from_stat("42 (a) b (c)) R 9 1 1"), Some(9));
         assert_eq!(parent_from_stat("42 (x y) Z 1"), Some(1));
         assert_eq!(parent_from_stat("garbage"), None);
+    }
+
+    #[test]
+    fn stat_gives_comm_group_and_start_time() {
+        let st = parse_stat(
+            "42 (a b) c) S 7 40 40 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10",
+        )
+        .unwrap();
+        assert_eq!(
+            (st.comm.as_str(), st.pgrp, st.start),
+            ("a b) c", 40, 123456)
+        );
+        let me = stat_of(std::process::id() as i32).unwrap();
+        assert_eq!(me.pgrp, own_group());
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl QemuUserTarget {
             timeout,
             capture_limit,
             keep_background,
+            grace,
         } = req;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(&command);
@@ -318,7 +319,11 @@ impl QemuUserTarget {
             &command,
             stdin,
             timeout,
-            (capture_limit, keep_background),
+            super::local::Policy {
+                capture_limit,
+                keep_background,
+                grace,
+            },
             cancel,
         )
         .await
@@ -565,9 +570,12 @@ impl Target for QemuUserTarget {
         }
         if !self.native() {
             if let Some(qemu) = qemu_static(&self.arch) {
-                let version = std::process::Command::new(&qemu)
+                // tokio's process API: the emulator's start-up does not block a worker.
+                let version = tokio::process::Command::new(&qemu)
                     .arg("--version")
+                    .kill_on_drop(true)
                     .output()
+                    .await
                     .ok()
                     .and_then(|o| {
                         String::from_utf8_lossy(&o.stdout)

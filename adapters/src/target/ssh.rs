@@ -817,6 +817,7 @@ impl Target for SshTarget {
             timed_out,
             cancelled,
             duration,
+            leaked: Vec::new(),
         };
         if timed_out || cancelled {
             if let Some(e) = kill_error

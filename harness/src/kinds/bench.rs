@@ -1,5 +1,7 @@
 //! `bench` cases: one operation driven for N operations or T seconds at a concurrency, with
-//! throughput and latency percentiles recorded as metrics and optional thresholds.
+//! throughput and latency percentiles recorded as metrics and optional thresholds. Latencies go
+//! into an HDR histogram per worker (fixed size, 3 significant digits), never one entry per
+//! operation: a long `duration` bench uses the same memory as a short one.
 
 use super::CaseOutcome;
 use crate::spec::kinds::BenchAction;
@@ -36,17 +38,26 @@ fn has_placeholder(args: &Map<String, Value>) -> bool {
         || Value::Object(args.clone()).to_string().contains("{w}")
 }
 
-/// Percentile (0–100) of sorted latencies in microseconds, in milliseconds.
-fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// Latencies in microseconds, from 1 µs to an hour (longer ones are recorded as an hour).
+type Latencies = hdrhistogram::Histogram<u64>;
+
+/// The longest latency told apart: an hour, in microseconds.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+fn latencies() -> Latencies {
+    Latencies::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+/// Percentile (0–100) of the recorded latencies, in milliseconds.
+fn percentile_ms(h: &Latencies, p: f64) -> f64 {
+    if h.is_empty() {
         return 0.0;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+    h.value_at_quantile(p / 100.0) as f64 / 1000.0
 }
 
 struct Worker {
-    latencies_us: Vec<u32>,
+    latencies_us: Latencies,
     errors: u64,
     first_error: Option<ComponentError>,
 }
@@ -90,7 +101,7 @@ pub async fn run(
         let cancel = cancel.clone();
         tasks.spawn(async move {
             let mut me = Worker {
-                latencies_us: Vec::new(),
+                latencies_us: latencies(),
                 errors: 0,
                 first_error: None,
             };
@@ -111,8 +122,8 @@ pub async fn run(
                 };
                 let t = Instant::now();
                 let r = session.execute(&op, a).await;
-                me.latencies_us
-                    .push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                me.latencies_us.saturating_record(us.max(1));
                 if let Err(e) = r {
                     me.errors += 1;
                     let lost = matches!(
@@ -129,12 +140,13 @@ pub async fn run(
             me
         });
     }
-    let mut all = Vec::new();
+    let mut all = latencies();
     let mut errors = 0;
     let mut first_error = None;
     while let Some(r) = tasks.join_next().await {
         let w = r.expect("bench worker panicked");
-        all.extend(w.latencies_us);
+        all.add(&w.latencies_us)
+            .expect("histograms of the same bounds add");
         errors += w.errors;
         if first_error.is_none() {
             first_error = w.first_error;
@@ -144,8 +156,7 @@ pub async fn run(
     if cancel.is_cancelled() {
         return CaseOutcome::cancelled();
     }
-    all.sort_unstable();
-    let done = all.len() as u64;
+    let done = all.len();
     let ops_per_sec = done as f64 / elapsed.as_secs_f64();
     let p50 = percentile_ms(&all, 50.0);
     let p99 = percentile_ms(&all, 99.0);
@@ -238,9 +249,37 @@ mod tests {
         let s = substitute(&a, 42, 7);
         assert_eq!(s["key"], "bench:42:7");
         assert_eq!(s["n"], 3);
-        let lat: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
-        assert_eq!(percentile_ms(&lat, 50.0), 51.0);
-        assert_eq!(percentile_ms(&lat, 99.0), 99.0);
-        assert_eq!(percentile_ms(&[], 99.0), 0.0);
+        let mut lat = latencies();
+        for x in 1..=100u64 {
+            lat.record(x * 1000).unwrap();
+        }
+        // Three significant digits: within 0.1% of the exact percentile.
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 0.001;
+        assert!(
+            near(percentile_ms(&lat, 50.0), 50.0),
+            "{}",
+            percentile_ms(&lat, 50.0)
+        );
+        assert!(
+            near(percentile_ms(&lat, 99.0), 99.0),
+            "{}",
+            percentile_ms(&lat, 99.0)
+        );
+        assert_eq!(percentile_ms(&latencies(), 99.0), 0.0);
+    }
+
+    /// Latencies used to be kept one `u32` per operation (a `duration` bench grew without
+    /// bound); the histogram's memory does not grow with the operations recorded.
+    #[test]
+    fn latency_memory_does_not_grow_with_operations() {
+        let mut h = latencies();
+        let before = h.distinct_values();
+        for i in 0..1_000_000u64 {
+            h.saturating_record(1 + i % 5_000);
+        }
+        h.saturating_record(u64::MAX);
+        assert_eq!(h.distinct_values(), before);
+        assert_eq!(h.len(), 1_000_001);
+        assert!(h.max() >= MAX_LATENCY_US);
     }
 }

@@ -673,6 +673,7 @@ pub async fn run(
     case: &Case,
     vars: Vec<(String, String)>,
     (workdir, scrub): (&str, &[String]),
+    grace: std::time::Duration,
     cancel: &CancellationToken,
 ) -> CaseOutcome {
     let mut log = String::new();
@@ -701,29 +702,13 @@ pub async fn run(
     req.env
         .extend(imp.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     req.capture_limit = CAPTURE_LIMIT;
+    req.grace = grace;
     let o = match target.exec(req, cancel).await {
         Err(e) => return CaseOutcome::error(crate::engine::error_chain(&e)),
         Ok(o) if o.cancelled => return CaseOutcome::cancelled(),
         Ok(o) => o,
     };
-    let _ = writeln!(log, "$ {}", imp.command);
-    let _ = writeln!(
-        log,
-        "--- exit code {:?}, {} ms{} ---",
-        o.exit_code,
-        o.duration.as_millis(),
-        if o.timed_out { ", timed out" } else { "" }
-    );
-    let _ = writeln!(
-        log,
-        "--- stdout ---\n{}",
-        String::from_utf8_lossy(&o.stdout).trim_end()
-    );
-    let _ = writeln!(
-        log,
-        "--- stderr ---\n{}",
-        String::from_utf8_lossy(&o.stderr).trim_end()
-    );
+    super::command_log::append(&mut log, &imp.command, &o, usize::MAX);
     let parsed = match (imp.format, &file) {
         (ImportFormat::Tap, _) => {
             let mut r = parse_tap(&String::from_utf8_lossy(&o.stdout));
@@ -745,8 +730,8 @@ pub async fn run(
                 parse_junit(&String::from_utf8_lossy(&bytes)).map_err(|e| format!("{f}: {e}"))
             }
             Err(e) => Err(format!(
-                "the suite wrote no readable JUnit file at {f} (exit code {:?}): {}",
-                o.exit_code,
+                "the suite wrote no readable JUnit file at {f} (it {}): {}",
+                adaptest_adapters::exit_status::describe(o.exit_code, o.signal),
                 crate::engine::error_chain(&e)
             )),
         },
@@ -755,8 +740,8 @@ pub async fn run(
     let mut outcome = match parsed {
         Err(why) => CaseOutcome::failed(why),
         Ok(r) if r.tests.is_empty() => CaseOutcome::failed(format!(
-            "the suite reported no tests (exit code {:?}){}",
-            o.exit_code,
+            "the suite reported no tests (it {}){}",
+            adaptest_adapters::exit_status::describe(o.exit_code, o.signal),
             if o.timed_out { ", and timed out" } else { "" }
         )),
         Ok(r) => judge(
@@ -766,6 +751,7 @@ pub async fn run(
         ),
     };
     outcome.exit_code = o.exit_code;
+    outcome.leaked = o.leaked;
     outcome.stdout = crate::engine::excerpt(&o.stdout, crate::engine::EXCERPT_BYTES);
     outcome.stderr = crate::engine::excerpt(&o.stderr, crate::engine::EXCERPT_BYTES);
     outcome.log = log;
@@ -875,6 +861,7 @@ pub fn child_result(import: &Case, r: &crate::journal::CaseRecord) -> adaptest_r
         metrics: r.metrics.clone(),
         waiver: None,
         sql_records: None,
+        leaked: r.leaked.clone(),
     }
 }
 

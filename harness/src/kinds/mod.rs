@@ -2,6 +2,7 @@
 //! protocol-neutral operations.
 
 pub mod bench;
+pub mod command_log;
 pub mod import;
 pub mod sql;
 pub mod steps;
@@ -26,6 +27,8 @@ pub struct CaseOutcome {
     pub children: Vec<import::ImportedCase>,
     /// An `sql` case's record counts (ran, skipped by condition, left after a halt).
     pub sql_records: Option<adaptest_reports::SqlRecords>,
+    /// Processes its commands left running, which the target killed.
+    pub leaked: Vec<adaptest_reports::LeakedProcess>,
 }
 
 impl CaseOutcome {
@@ -41,6 +44,7 @@ impl CaseOutcome {
             cancelled: false,
             children: Vec::new(),
             sql_records: None,
+            leaked: Vec::new(),
         }
     }
 
@@ -99,8 +103,12 @@ pub fn is_suite_error(e: &ComponentError) -> bool {
 /// What steps may ask of the engine about the component itself.
 #[async_trait::async_trait]
 pub trait ComponentControl: Send + Sync {
-    /// Stop and start the component with its lifecycle commands, then wait until it is ready.
-    async fn restart(&self) -> Result<(), String>;
+    /// Stop and start the component with its lifecycle commands, then wait until it is ready;
+    /// the commands and their output are appended to `log` (the case's log).
+    async fn restart(&self, log: &mut String) -> Result<(), String>;
+
+    /// Between SIGTERM and SIGKILL when a command of a step times out or is cancelled.
+    fn grace(&self) -> std::time::Duration;
 
     /// Variables every command a case runs on the target carries (`shell` steps included): the
     /// combination's [`SCOPE_VAR`](crate::engine::SCOPE_VAR), by which what the commands leave

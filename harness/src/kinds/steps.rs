@@ -118,14 +118,21 @@ pub async fn run(
                             .collect()
                     })
                     .unwrap_or_default();
-                shell(
+                let r = shell(
                     endpoint.target.as_ref(),
                     (&endpoint.workdir, control.scrubbed_vars(&pass)),
                     control.command_env(),
+                    control.grace(),
                     &step.args,
+                    &mut log,
                     cancel,
                 )
-                .await
+                .await;
+                if cancel.is_cancelled() {
+                    outcome = CaseOutcome::cancelled();
+                    break;
+                }
+                r
             }
             "component.restart" => {
                 // Sessions do not survive a restart.
@@ -133,7 +140,7 @@ pub async fn run(
                     let _ = s.close().await;
                 }
                 control
-                    .restart()
+                    .restart(&mut log)
                     .await
                     .map(|()| Value::Null)
                     .map_err(ComponentError::Operation)
@@ -218,41 +225,63 @@ async fn sleep(args: &Map<String, Value>) -> Result<Value, ComponentError> {
         .unwrap_or("0ms");
     let d = parse_duration(d).map_err(|e| ComponentError::Arguments {
         op: "sleep".into(),
-        reason: e,
+        reason: e.to_string(),
     })?;
     tokio::time::sleep(d).await;
     Ok(Value::Null)
 }
 
+/// Bytes of each stream of a `shell` step kept in the case log.
+const SHELL_LOG_BYTES: usize = 16 * 1024;
+/// How long a `shell` step may run.
+const SHELL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// `{ op = "shell", run = "…" }`: a command on the target; fails unless it exits 0. The result
-/// is `{exit, stdout, stderr}`.
+/// is `{exit, stdout, stderr}`; the command and its output (bounded) go into the case log.
 async fn shell(
     target: &dyn Target,
     (workdir, scrub): (&str, Vec<String>),
     env: Vec<(String, String)>,
+    grace: Duration,
     args: &Map<String, Value>,
+    log: &mut String,
     cancel: &CancellationToken,
 ) -> Result<Value, ComponentError> {
     let cmd = adaptest_adapters::component::arg_str("shell", args, "run")?;
-    let mut req = ExecRequest::new(cmd, Duration::from_secs(120));
+    let mut req = ExecRequest::new(cmd, SHELL_TIMEOUT);
     req.cwd = Some(workdir.to_string());
     req.env = env;
     req.env_remove = scrub;
+    req.grace = grace;
     let o = target.exec(req, cancel).await?;
+    log.push('\n');
+    super::command_log::append(log, cmd, &o, SHELL_LOG_BYTES);
     let out = serde_json::json!({
         "exit": o.exit_code,
         "stdout": String::from_utf8_lossy(&o.stdout),
         "stderr": String::from_utf8_lossy(&o.stderr),
     });
     if o.exit_code == Some(0) {
-        Ok(out)
-    } else {
-        Err(ComponentError::Operation(format!(
-            "command exited with {:?}: {}",
-            o.exit_code,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )))
+        return Ok(out);
     }
+    let how = if o.timed_out {
+        format!(
+            "timed out after {}; the process tree was terminated",
+            crate::spec::duration::format_duration(SHELL_TIMEOUT)
+        )
+    } else {
+        adaptest_adapters::exit_status::describe(o.exit_code, o.signal)
+    };
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = stderr.trim();
+    Err(ComponentError::Operation(if stderr.is_empty() {
+        format!("command {how}")
+    } else {
+        format!(
+            "command {how}: {}",
+            crate::engine::excerpt(stderr.as_bytes(), 300)
+        )
+    }))
 }
 
 #[cfg(test)]

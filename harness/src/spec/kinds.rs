@@ -162,9 +162,9 @@ fn check_known_op(op: &str) -> Result<(), (&'static str, String)> {
 fn check_engine_args(op: &str, t: &toml::Table) -> Result<(), (&'static str, String)> {
     match op {
         "sleep" => match t.get("duration") {
-            Some(toml::Value::String(d)) => {
-                parse_duration(d).map(|_| ()).map_err(|e| ("duration", e))
-            }
+            Some(toml::Value::String(d)) => parse_duration(d)
+                .map(|_| ())
+                .map_err(|e| ("duration", e.to_string())),
             Some(_) => Err((
                 "duration",
                 "`duration` must be a string such as \"200ms\"".into(),
@@ -257,7 +257,7 @@ pub fn parse_bench(t: &toml::Table) -> Result<BenchAction, (&'static str, String
     };
     let ops = uint("ops")?;
     let duration = match opt_string(t, "duration")? {
-        Some(d) => Some(parse_duration(&d).map_err(|e| ("duration", e))?),
+        Some(d) => Some(parse_duration(&d).map_err(|e| ("duration", e.to_string()))?),
         None => None,
     };
     if ops.is_none() && duration.is_none() {

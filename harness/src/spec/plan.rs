@@ -146,7 +146,7 @@ impl TargetSpecRaw {
                         errors.push(source.error(
                             t.span(),
                             &format!("target[{i}].boot_timeout"),
-                            e,
+                            e.to_string(),
                         ));
                         None
                     }
@@ -561,7 +561,7 @@ pub fn parse_plan(
                     errors.push(source.error(
                         t.span(),
                         &format!("component[{i}].lifecycle.ready_timeout"),
-                        e,
+                        e.to_string(),
                     ));
                     None
                 }
@@ -1141,5 +1141,41 @@ suites = ["db.sql-core"]
         // Opened by sqlite3 on the target: as written (relative to its scratch directory).
         assert_eq!(path("shell"), Path::new("data/remote.db"));
         assert_eq!(path("absolute"), Path::new("/srv/db/x.db"));
+    }
+
+    /// A plugin timeout too large for seconds used to overflow `n * 60` in the plugin host's
+    /// own parser (a panic in debug builds); it now goes through the one duration grammar and
+    /// is a diagnostic naming the file, line and field.
+    #[test]
+    fn huge_plugin_timeout_is_a_diagnostic_not_a_panic() {
+        let source = Source::new(
+            "/lab/plans/p.toml",
+            r#"[product]
+name = "p"
+version = "1"
+vendor = "v"
+
+[[component]]
+id = "mc"
+kind = "plugin"
+options = { plugin = "exec:/bin/true", timeout = "307445734561825861m" }
+
+[[target]]
+id = "local"
+kind = "local"
+
+[[matrix]]
+targets = ["local"]
+components = ["mc"]
+suites = ["os.*"]
+"#,
+        );
+        let suites = crate::spec::load_suites(true, &[], &[]).expect("built-in suites");
+        let errors = parse_plan(source, &suites).expect_err("the timeout is refused");
+        let e = &errors.errors[0];
+        assert_eq!(e.file, "/lab/plans/p.toml");
+        assert_eq!(e.line, 8, "{e}");
+        assert_eq!(e.field, "component[0].options.timeout");
+        assert!(e.message.contains("too long"), "{e}");
     }
 }

@@ -239,7 +239,7 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
         Some(t) => match parse_duration(t.get_ref()) {
             Ok(d) => d,
             Err(e) => {
-                errors.push(source.error(t.span(), "defaults.timeout", e));
+                errors.push(source.error(t.span(), "defaults.timeout", e.to_string()));
                 DEFAULT_TIMEOUT
             }
         },
@@ -275,7 +275,7 @@ pub fn parse_suite(source: Source) -> Result<Suite, SpecErrors> {
             Some(t) => match parse_duration(t.get_ref()) {
                 Ok(d) => d,
                 Err(e) => {
-                    errors.push(source.error(t.span(), &at("timeout"), e));
+                    errors.push(source.error(t.span(), &at("timeout"), e.to_string()));
                     default_timeout
                 }
             },

@@ -21,6 +21,7 @@ pub(crate) fn case(id: &str, status: Status, level: Level) -> CaseResult {
         metrics: Vec::new(),
         waiver: None,
         sql_records: None,
+        leaked: Vec::new(),
     }
 }
 
