@@ -471,7 +471,10 @@ async fn a_generic_cli_is_read_by_its_format_spec() {
     assert_eq!(r["rows"], json!([["1", null, "x y"]]));
     assert_eq!(r["types"], json!(["I", "T", "T"]));
     let info = s.execute("sql.info", &Map::new()).await.unwrap();
-    assert_eq!(info["labels"], json!(["sql-cli", "postgres", "postgresql", "cli"]));
+    assert_eq!(
+        info["labels"],
+        json!(["sql-cli", "postgres", "postgresql", "cli"])
+    );
     let e = s
         .execute("sql.query", &sql("select 1/0"))
         .await

@@ -53,11 +53,11 @@ fn expected(component: &str, case: &str) -> (u64, u64, u64) {
         "halt" if sqlite => (4, 1, 1),
         "halt" => (5, 1, 0),
         "labels" => match component {
-            "pg" => (2, 3, 0),     // postgresql, and the plan's `vendor-x`
-            "pgcli" => (1, 4, 0),  // postgresql
-            "maria" => (3, 2, 0),  // skipif postgresql, mysql, mariadb
+            "pg" => (2, 3, 0),       // postgresql, and the plan's `vendor-x`
+            "pgcli" => (1, 4, 0),    // postgresql
+            "maria" => (3, 2, 0),    // skipif postgresql, mysql, mariadb
             "mariacli" => (2, 3, 0), // skipif postgresql, mysql (the client knows no more)
-            _ => (1, 4, 0),        // skipif postgresql
+            _ => (1, 4, 0),          // skipif postgresql
         },
         "comments" => (2, 1, 1),
         "hash" => (6, 0, 0),

@@ -108,7 +108,11 @@ impl Gen {
     }
 
     fn pred(&mut self, depth: u32, tags: &mut Tags) -> String {
-        let r = if depth == 0 { self.rng.below(5) } else { self.rng.below(8) };
+        let r = if depth == 0 {
+            self.rng.below(5)
+        } else {
+            self.rng.below(8)
+        };
         match r {
             0 | 1 => {
                 let cmp = self.rng.pick(&["=", "<>", "<", "<=", ">", ">="]);
@@ -179,7 +183,9 @@ impl Gen {
             // aggregates
             3 => {
                 let x = self.int_expr(1, &mut tags);
-                let agg = self.rng.pick(&["count(*)", "count", "sum", "min", "max", "avg"]);
+                let agg = self
+                    .rng
+                    .pick(&["count(*)", "count", "sum", "min", "max", "avg"]);
                 let (e, ty) = match agg {
                     "count(*)" => ("count(*)".to_string(), "I"),
                     "avg" => {
@@ -274,12 +280,20 @@ fn setup(rng: &mut Rng) -> Vec<String> {
     ];
     let int = |rng: &mut Rng| {
         let v = rng.int(-20, 20);
-        if rng.chance(15) { "null".to_string() } else { v.to_string() }
+        if rng.chance(15) {
+            "null".to_string()
+        } else {
+            v.to_string()
+        }
     };
     for _ in 0..12 {
         let (a, b) = (int(rng), int(rng));
         let w = rng.pick(&WORDS);
-        let c = if rng.chance(15) { "null".to_string() } else { format!("'{w}'") };
+        let c = if rng.chance(15) {
+            "null".to_string()
+        } else {
+            format!("'{w}'")
+        };
         s.push(format!("insert into conf_t1 values ({a}, {b}, {c})"));
     }
     for _ in 0..8 {
@@ -379,7 +393,10 @@ async fn generate() -> (String, BTreeMap<u32, Tags>) {
         let block = if expected.is_empty() {
             format!("query {} {}\n{}\n----\n\n", q.types, q.sort, q.sql)
         } else {
-            format!("query {} {}\n{}\n----\n{expected}\n\n", q.types, q.sort, q.sql)
+            format!(
+                "query {} {}\n{}\n----\n{expected}\n\n",
+                q.types, q.sort, q.sql
+            )
         };
         push(&mut out, &block, &mut line);
         written += 1;
@@ -464,7 +481,8 @@ fn a_generated_classic_file_with_sqlite_expectations_runs_on_postgres_and_mariad
     assert_eq!(k["status"], "passed", "{}", k["reason"]);
     assert_eq!(k["sql_records"]["ran"], total);
 
-    let mut report = format!("conformance: {QUERIES} generated queries (+ set-up), expectations from SQLite\n");
+    let mut report =
+        format!("conformance: {QUERIES} generated queries (+ set-up), expectations from SQLite\n");
     for kind in ["sqlite", "postgres", "mariadb"] {
         let t = rt.block_on(tally(kind, &script, &tags));
         assert_eq!(t.ran, total, "{kind}: every record ran");

@@ -166,7 +166,13 @@ pub fn check_script(script: &str) -> Result<(), (u32, String)> {
 fn parse_script(
     script: &str,
     name: &str,
-) -> Result<(Vec<Record<DefaultColumnType>>, Vec<classic::ConditionalHalt>), (u32, String)> {
+) -> Result<
+    (
+        Vec<Record<DefaultColumnType>>,
+        Vec<classic::ConditionalHalt>,
+    ),
+    (u32, String),
+> {
     let n = classic::normalise(script);
     let records = parse_with_name::<DefaultColumnType>(&n.text, name)
         .map_err(|e| (e.location().line(), format!("cannot parse: {}", e.kind())))?;
@@ -333,7 +339,10 @@ async fn run_slt_labelled(
             {
                 // Sorting and hashing happen in `SessionDb::run`, on the rendered values.
                 sh.query = Some(QueryShape {
-                    types: types.iter().map(sqllogictest::ColumnType::to_char).collect(),
+                    types: types
+                        .iter()
+                        .map(sqllogictest::ColumnType::to_char)
+                        .collect(),
                     sort: m.take().or_else(|| sort_mode.clone()),
                     hash: values::is_hash_block(results),
                 });
@@ -877,7 +886,12 @@ mod tests {
         );
         let o = outcome("t.slt", "fakedb", &r);
         assert_eq!(o.status, adaptest_reports::Status::Passed);
-        assert!(o.log.contains("1 ran, 0 skipped by condition, 2 left after a halt (halt at t.slt:5)"), "{}", o.log);
+        assert!(
+            o.log
+                .contains("1 ran, 0 skipped by condition, 2 left after a halt (halt at t.slt:5)"),
+            "{}",
+            o.log
+        );
     }
 
     #[tokio::test]
@@ -931,7 +945,10 @@ mod tests {
         ))
         .await;
         assert_eq!(r, Ok(()));
-        let (r, _) = run(&format!("query TT nosort\nselect -- b,2|a,1\n----\n{hash}\n")).await;
+        let (r, _) = run(&format!(
+            "query TT nosort\nselect -- b,2|a,1\n----\n{hash}\n"
+        ))
+        .await;
         let e = r.unwrap_err();
         assert!(e.contains("4 values hashing to"), "{e}");
         // valuesort sorts every value on its own
@@ -950,7 +967,8 @@ mod tests {
         let (r, _) = run("query T\nselect -- 1|2|3|4|5|6|7|8|9\n----\n1\n").await;
         let e = r.unwrap_err();
         assert!(e.contains("got [9 values hashing to "), "{e}");
-        let (r, _) = run("hash-threshold 0\n\nquery T\nselect -- 1|2|3|4|5|6|7|8|9\n----\n1\n").await;
+        let (r, _) =
+            run("hash-threshold 0\n\nquery T\nselect -- 1|2|3|4|5|6|7|8|9\n----\n1\n").await;
         assert!(r.unwrap_err().contains("got [1 | 2 | 3"));
     }
 

@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn results_match_row_wise_or_value_wise() {
         let n: Normalizer = sqllogictest::default_normalizer;
-        let rows = vec![vec!["1".to_string(), "2".into()], vec!["3".into(), "4".into()]];
+        let rows = vec![
+            vec!["1".to_string(), "2".into()],
+            vec!["3".into(), "4".into()],
+        ];
         assert!(validator(n, &rows, &["1 2".into(), "3 4".into()]));
         assert!(validator(
             n,
