@@ -164,12 +164,12 @@ pub fn check_script(script: &str) -> Result<(), (u32, String)> {
 }
 
 /// A script's records and the conditional halts taken out of it.
-type Parsed = (Vec<Record<DefaultColumnType>>, Vec<classic::ConditionalHalt>);
+type Parsed = (
+    Vec<Record<DefaultColumnType>>,
+    Vec<classic::ConditionalHalt>,
+);
 
-fn parse_script(
-    script: &str,
-    name: &str,
-) -> Result<Parsed, (u32, String)> {
+fn parse_script(script: &str, name: &str) -> Result<Parsed, (u32, String)> {
     let n = classic::normalise(script);
     let records = parse_with_name::<DefaultColumnType>(&n.text, name)
         .map_err(|e| (e.location().line(), format!("cannot parse: {}", e.kind())))?;
