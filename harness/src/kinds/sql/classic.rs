@@ -10,6 +10,7 @@
 //!   would stop every engine, and the conditions would fall onto the next record.
 
 use sqllogictest::Condition;
+use std::borrow::Cow;
 
 /// A `halt` with `onlyif`/`skipif` lines above it: it stops the script only where every
 /// condition holds, before the first record after `line`.
@@ -20,17 +21,19 @@ pub struct ConditionalHalt {
     pub conditions: Vec<Condition>,
 }
 
-/// The script as the crate is to read it, and the halts taken out of it.
+/// The script as the crate is to read it (borrowed when nothing changed, as for most files),
+/// and the halts taken out of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Normalised {
-    pub text: String,
+pub struct Normalised<'a> {
+    pub text: Cow<'a, str>,
     pub halts: Vec<ConditionalHalt>,
 }
 
 /// Normalise a classic script (see the module's documentation). The text has exactly the lines
 /// of `script`.
-pub fn normalise(script: &str) -> Normalised {
-    let mut lines: Vec<String> = Vec::new();
+pub fn normalise(script: &str) -> Normalised<'_> {
+    let mut lines: Vec<Cow<'_, str>> = Vec::new();
+    let mut changed = false;
     let mut halts = Vec::new();
     // Condition lines seen since the last record, by index into `lines`.
     let mut pending: Vec<(usize, Condition)> = Vec::new();
@@ -41,11 +44,11 @@ pub fn normalise(script: &str) -> Normalised {
             if raw.is_empty() {
                 in_body = false;
             }
-            lines.push(raw.to_string());
+            lines.push(Cow::Borrowed(raw));
             continue;
         }
         if raw.starts_with('#') || raw.trim().is_empty() {
-            lines.push(raw.to_string());
+            lines.push(Cow::Borrowed(raw));
             continue;
         }
         let first = raw.split_whitespace().next().unwrap_or("");
@@ -69,33 +72,44 @@ pub fn normalise(script: &str) -> Normalised {
                     )),
                     ("halt", None, None) if !pending.is_empty() => {
                         let mut conditions = Vec::new();
+                        changed = true;
                         for (at, c) in pending.drain(..) {
-                            lines[at] = format!("# {}", lines[at]);
+                            lines[at] = Cow::Owned(format!("# {}", lines[at]));
                             conditions.push(c);
                         }
                         halts.push(ConditionalHalt {
                             line: i as u32 + 1,
                             conditions,
                         });
-                        lines.push(format!("# {line}"));
+                        lines.push(Cow::Owned(format!("# {line}")));
                         continue;
                     }
                     _ => pending.clear(),
                 }
-                lines.push(line.to_string());
+                changed |= line.len() != raw.len();
+                lines.push(Cow::Borrowed(line));
             }
             _ => {
                 pending.clear();
                 in_body = matches!(first, "statement" | "query" | "let" | "system");
-                lines.push(raw.to_string());
+                lines.push(Cow::Borrowed(raw));
             }
         }
+    }
+    if !changed {
+        return Normalised {
+            text: Cow::Borrowed(script),
+            halts,
+        };
     }
     let mut text = lines.join("\n");
     if script.ends_with('\n') {
         text.push('\n');
     }
-    Normalised { text, halts }
+    Normalised {
+        text: text.into(),
+        halts,
+    }
 }
 
 /// A control line without its trailing `# comment` (a `#` after white space).

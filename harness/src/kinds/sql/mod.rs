@@ -163,16 +163,13 @@ pub fn check_script(script: &str) -> Result<(), (u32, String)> {
     parse_script(script, "check").map(|_| ())
 }
 
-fn parse_script(
-    script: &str,
-    name: &str,
-) -> Result<
-    (
-        Vec<Record<DefaultColumnType>>,
-        Vec<classic::ConditionalHalt>,
-    ),
-    (u32, String),
-> {
+/// A script's records and the conditional halts taken out of it.
+type Parsed = (
+    Vec<Record<DefaultColumnType>>,
+    Vec<classic::ConditionalHalt>,
+);
+
+fn parse_script(script: &str, name: &str) -> Result<Parsed, (u32, String)> {
     let n = classic::normalise(script);
     let records = parse_with_name::<DefaultColumnType>(&n.text, name)
         .map_err(|e| (e.location().line(), format!("cannot parse: {}", e.kind())))?;
@@ -299,7 +296,7 @@ async fn run_slt_labelled(
         // Judged here rather than by the crate, so the counts are ours to report.
         match &mut record {
             Record::Control(Control::SortMode(m)) => {
-                sort_mode = Some(m.clone());
+                sort_mode = Some(*m);
                 continue;
             }
             Record::HashThreshold { threshold, .. } => {
@@ -343,7 +340,7 @@ async fn run_slt_labelled(
                         .iter()
                         .map(sqllogictest::ColumnType::to_char)
                         .collect(),
-                    sort: m.take().or_else(|| sort_mode.clone()),
+                    sort: m.take().or(sort_mode),
                     hash: values::is_hash_block(results),
                 });
             }
