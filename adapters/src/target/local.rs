@@ -3,7 +3,7 @@
 
 use super::{ExecOutput, ExecRequest, Target, TargetError};
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};

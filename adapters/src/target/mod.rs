@@ -18,7 +18,7 @@ pub use qemu_system::QemuSystemTarget;
 pub use qemu_user::{QemuUserTarget, private_mount_namespace};
 pub use ssh::SshTarget;
 
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -35,7 +35,7 @@ use super::{
     TargetError, canonical_arch, shell_quote,
 };
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

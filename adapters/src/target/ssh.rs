@@ -30,7 +30,7 @@ use super::{
     shell_quote,
 };
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use std::collections::HashMap;
 use std::io::ErrorKind;

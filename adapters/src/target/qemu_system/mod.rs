@@ -40,7 +40,7 @@ pub(super) use config::{create, validate};
 
 use super::{ExecOutput, ExecRequest, SshTarget, Target, TargetError};
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use config::Setup;
 use machine::{Accel, Machine};
 use ports::{add_hostfwd, reachable, remove_hostfwd};
