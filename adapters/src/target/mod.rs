@@ -10,7 +10,10 @@ mod qemu_system;
 mod qemu_user;
 mod ssh;
 
-pub use config::{ConfigProblem, TargetConfig, TargetContext, create, validate};
+pub use config::{
+    AccelChoice, ConfigProblem, Field, GuestSource, KindConfig, OwnGuest, QemuSystemConfig,
+    QemuUserConfig, SshConfig, TargetConfig, TargetContext, TargetFields, create, parse, validate,
+};
 pub use local::LocalTarget;
 #[cfg(target_os = "linux")]
 pub use qemu_system::QemuSystemTarget;

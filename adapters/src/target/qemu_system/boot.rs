@@ -1,14 +1,13 @@
 //! Bringing a guest up: the accelerator, the launch files, a cold boot over a fresh overlay
 //! (or a warm start, [`super::warm`]), the SSH login, and boot errors quoting the console.
 
-use super::config::AccelChoice;
 use super::machine::{Accel, Launch, Machine, Root};
 use super::ports::wait_ready;
 use super::process::{Qemu, spawn_qemu, tail_lines};
 use super::warm::{self, StartError};
 use super::{Guest, QemuSystemTarget, StartInfo, crate_chain, kvm};
 use crate::image::Arch;
-use crate::target::{SshTarget, Target};
+use crate::target::{AccelChoice, SshTarget, Target};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

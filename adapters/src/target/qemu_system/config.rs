@@ -1,10 +1,13 @@
-//! The plan's fields of a `qemu-system` target: validated without touching the world
-//! ([`validate`]), then resolved (image found, paths absolute) into a [`Setup`] ([`create`]).
+//! The plan's fields of a `qemu-system` target: checked and parsed without touching the world
+//! ([`parse`]), then resolved (image found, paths absolute) into a [`Setup`] ([`create`]).
 
 use super::machine::Root;
 use super::{QemuSystemTarget, State, crate_chain};
 use crate::image::{self, Arch};
-use crate::target::{ConfigProblem, TargetConfig, TargetContext, TargetError};
+use crate::target::{
+    AccelChoice, ConfigProblem, Field, GuestSource, OwnGuest, QemuSystemConfig, TargetConfig,
+    TargetContext, TargetError, TargetFields,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -14,15 +17,6 @@ const DEFAULT_MEMORY_MB: u32 = 512;
 const LOONGARCH_MIN_MEMORY_MB: u32 = 1024;
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const GUEST_SSH_PORT: u16 = 22;
-
-/// `accel` in a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AccelChoice {
-    /// KVM when the probe boot works (x86_64 guests on an x86_64 host), else TCG.
-    Auto,
-    Kvm,
-    Tcg,
-}
 
 /// A target's configuration, resolved (image found, paths absolute).
 #[derive(Debug, Clone)]
@@ -49,13 +43,13 @@ pub(super) struct Setup {
     pub(super) env: Vec<(String, String)>,
 }
 
-/// Problems with the fields of a `qemu-system` target (no file system access).
-pub(in crate::target) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
+/// Check and parse the fields of a `qemu-system` target (no file system access).
+pub(in crate::target) fn parse(cfg: &TargetFields) -> Result<QemuSystemConfig, Vec<ConfigProblem>> {
     let mut out: Vec<ConfigProblem> = Vec::new();
     let arch = match cfg.arch.as_deref() {
         None => {
             out.push((
-                "arch",
+                Field::Arch,
                 "a `qemu-system` target needs `arch` (x86_64, aarch64 or loongarch64)".into(),
             ));
             None
@@ -64,27 +58,30 @@ pub(in crate::target) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
             let parsed = Arch::parse(a);
             if parsed.is_none() {
                 out.push((
-                    "arch",
+                    Field::Arch,
                     format!("unknown arch `{a}`: expected x86_64, aarch64 or loongarch64"),
                 ));
             }
             parsed
         }
     };
-    out.extend(cfg.foreign_fields("a", &["host", "rootfs"]));
-    match cfg.image.as_deref() {
+    out.extend(cfg.foreign_fields("a", &[Field::Host, Field::Rootfs]));
+    let guest = match cfg.image.as_deref() {
         Some(img) => {
             if img.trim().is_empty() {
-                out.push(("image", "`image` must name an image or a directory".into()));
+                out.push((
+                    Field::Image,
+                    "`image` must name an image or a directory".into(),
+                ));
             }
             for (field, set) in [
-                ("kernel", cfg.kernel.is_some()),
-                ("initrd", cfg.initrd.is_some()),
-                ("disk", cfg.disk.is_some()),
-                ("firmware", cfg.firmware.is_some()),
-                ("user", cfg.user.is_some()),
-                ("identity_file", cfg.identity_file.is_some()),
-                ("port", cfg.port.is_some()),
+                (Field::Kernel, cfg.kernel.is_some()),
+                (Field::Initrd, cfg.initrd.is_some()),
+                (Field::Disk, cfg.disk.is_some()),
+                (Field::Firmware, cfg.firmware.is_some()),
+                (Field::User, cfg.user.is_some()),
+                (Field::IdentityFile, cfg.identity_file.is_some()),
+                (Field::Port, cfg.port.is_some()),
             ] {
                 if set {
                     out.push((
@@ -96,28 +93,29 @@ pub(in crate::target) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
                     ));
                 }
             }
+            Some(GuestSource::Image(img.to_owned()))
         }
         None => {
             if cfg.kernel.is_none() && cfg.disk.is_none() {
                 out.push((
-                    "image",
+                    Field::Image,
                     "a `qemu-system` target needs `image` (from `adaptest image build`), or a \
                      `kernel` and/or `disk` of its own"
                         .into(),
                 ));
             }
             if cfg.initrd.is_some() && cfg.kernel.is_none() {
-                out.push(("initrd", "`initrd` needs a `kernel`".into()));
+                out.push((Field::Initrd, "`initrd` needs a `kernel`".into()));
             }
             if cfg.append.is_some() && cfg.kernel.is_none() {
                 out.push((
-                    "append",
+                    Field::Append,
                     "`append` is the kernel command line: it needs a `kernel`".into(),
                 ));
             }
             if cfg.identity_file.is_none() {
                 out.push((
-                    "identity_file",
+                    Field::IdentityFile,
                     "a `qemu-system` target without `image` needs `identity_file`: the SSH key \
                      that logs in to the guest"
                         .into(),
@@ -130,26 +128,38 @@ pub(in crate::target) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
                 && cfg.firmware.is_none()
             {
                 out.push((
-                    "firmware",
+                    Field::Firmware,
                     format!(
                         "booting a disk without `kernel` on {a} needs UEFI `firmware` (a \
                          QEMU_EFI.fd built for {a})"
                     ),
                 ));
             }
+            cfg.identity_file.as_ref().map(|key| {
+                GuestSource::Own(OwnGuest {
+                    kernel: cfg.kernel.clone(),
+                    initrd: cfg.initrd.clone(),
+                    disk: cfg.disk.clone(),
+                    firmware: cfg.firmware.clone(),
+                    user: cfg.user.clone(),
+                    identity_file: key.clone(),
+                    port: cfg.port,
+                })
+            })
         }
-    }
+    };
     if cfg.port == Some(0) {
-        out.push(("port", "port 0 is not a port".into()));
+        out.push((Field::Port, "port 0 is not a port".into()));
     }
-    match cfg.accel.as_deref() {
-        None | Some("auto") | Some("tcg") => {}
+    let accel = match cfg.accel.as_deref() {
+        None | Some("auto") => Some(AccelChoice::Auto),
+        Some("tcg") => Some(AccelChoice::Tcg),
         Some("kvm") => {
             if let Some(a) = arch
                 && Some(a) != Arch::host()
             {
                 out.push((
-                    "accel",
+                    Field::Accel,
                     format!(
                         "`kvm` runs only guests of this host's architecture ({}); use `tcg` or \
                          `auto` for {a}",
@@ -157,21 +167,25 @@ pub(in crate::target) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
                     ),
                 ));
             }
+            Some(AccelChoice::Kvm)
         }
-        Some(other) => out.push((
-            "accel",
-            format!("unknown accel `{other}`: expected auto, kvm or tcg"),
-        )),
-    }
+        Some(other) => {
+            out.push((
+                Field::Accel,
+                format!("unknown accel `{other}`: expected auto, kvm or tcg"),
+            ));
+            None
+        }
+    };
     if let Some(m) = cfg.memory_mb {
         if !(128..=65536).contains(&m) {
             out.push((
-                "memory_mb",
+                Field::MemoryMb,
                 format!("memory_mb = {m}: expected 128 to 65536"),
             ));
         } else if arch == Some(Arch::Loongarch64) && m < LOONGARCH_MIN_MEMORY_MB {
             out.push((
-                "memory_mb",
+                Field::MemoryMb,
                 format!(
                     "memory_mb = {m}: QEMU's loongarch64 `virt` machine needs at least \
                      {LOONGARCH_MIN_MEMORY_MB}"
@@ -182,124 +196,137 @@ pub(in crate::target) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
     if let Some(c) = cfg.cpus
         && !(1..=64).contains(&c)
     {
-        out.push(("cpus", format!("cpus = {c}: expected 1 to 64")));
+        out.push((Field::Cpus, format!("cpus = {c}: expected 1 to 64")));
     }
     if cfg.boot_timeout == Some(Duration::ZERO) {
-        out.push(("boot_timeout", "boot_timeout must be longer than 0s".into()));
+        out.push((
+            Field::BootTimeout,
+            "boot_timeout must be longer than 0s".into(),
+        ));
     }
     if cfg.forward_ports.contains(&0) {
-        out.push(("forward_ports", "port 0 cannot be forwarded".into()));
+        out.push((Field::ForwardPorts, "port 0 cannot be forwarded".into()));
     }
-    out
+    match (arch, accel, guest) {
+        (Some(arch), Some(accel), Some(guest)) if out.is_empty() => Ok(QemuSystemConfig {
+            arch,
+            accel,
+            guest,
+            append: cfg.append.clone(),
+            memory_mb: cfg.memory_mb,
+            cpus: cfg.cpus,
+            boot_timeout: cfg.boot_timeout,
+            forward_ports: cfg.forward_ports.clone(),
+            ssh_options: cfg.ssh_options.clone(),
+        }),
+        _ => Err(out),
+    }
 }
 
-/// The adapter for a validated `qemu-system` target: finds its image (or files).
+/// The adapter for a `qemu-system` target: finds its image (or files).
 pub(in crate::target) fn create(
     cfg: &TargetConfig,
+    q: &QemuSystemConfig,
     ctx: &TargetContext,
 ) -> Result<QemuSystemTarget, TargetError> {
     let unreachable = |reason: String| TargetError::Unreachable {
         target: cfg.id.clone(),
         reason,
     };
-    let arch = cfg
-        .arch
-        .as_deref()
-        .and_then(Arch::parse)
-        .ok_or_else(|| unreachable("`arch` is missing or unknown".into()))?;
-    let user_append = cfg.append.clone().unwrap_or_default();
+    let arch = q.arch;
+    let user_append = q.append.clone().unwrap_or_default();
     let wants_9p = user_append
         .split_whitespace()
         .any(|w| w == "adaptest.root=9p");
-    let (kernel, initrd, root, append, user, key, host_key, image_id, ssh_port) =
-        if let Some(spec) = &cfg.image {
-            let img =
-                image::resolve(spec, &ctx.cache_dir).map_err(|e| unreachable(crate_chain(&e)))?;
-            if img.manifest.arch != arch {
-                return Err(unreachable(format!(
-                    "image {} is {}, but the target's arch is {arch}",
-                    img.id(),
-                    img.manifest.arch
-                )));
-            }
-            let root = if wants_9p {
-                Root::NineP(img.rootfs())
-            } else {
-                Root::Disk {
-                    base: img.disk(),
-                    format: img.manifest.disk_format.clone(),
+    let (kernel, initrd, firmware, root, append, user, key, host_key, image_id, ssh_port) =
+        match &q.guest {
+            GuestSource::Image(spec) => {
+                let img = image::resolve(spec, &ctx.cache_dir)
+                    .map_err(|e| unreachable(crate_chain(&e)))?;
+                if img.manifest.arch != arch {
+                    return Err(unreachable(format!(
+                        "image {} is {}, but the target's arch is {arch}",
+                        img.id(),
+                        img.manifest.arch
+                    )));
                 }
-            };
-            let mut append = format!("console={} panic=-1", img.manifest.console);
-            if !user_append.contains("adaptest.root=") {
-                append.push_str(" adaptest.root=disk");
+                let root = if wants_9p {
+                    Root::NineP(img.rootfs())
+                } else {
+                    Root::Disk {
+                        base: img.disk(),
+                        format: img.manifest.disk_format.clone(),
+                    }
+                };
+                let mut append = format!("console={} panic=-1", img.manifest.console);
+                if !user_append.contains("adaptest.root=") {
+                    append.push_str(" adaptest.root=disk");
+                }
+                if !user_append.is_empty() {
+                    append.push(' ');
+                    append.push_str(&user_append);
+                }
+                let host_key = img.host_key().map_err(|e| unreachable(crate_chain(&e)))?;
+                (
+                    Some(img.kernel()),
+                    Some(img.initrd()),
+                    None,
+                    root,
+                    append,
+                    img.manifest.ssh_user.clone(),
+                    img.ssh_key(),
+                    Some(host_key),
+                    Some(img.id()),
+                    GUEST_SSH_PORT,
+                )
             }
-            if !user_append.is_empty() {
-                append.push(' ');
-                append.push_str(&user_append);
+            GuestSource::Own(own) => {
+                let root = match &own.disk {
+                    Some(d) => Root::Disk {
+                        base: d.clone(),
+                        format: disk_format(d),
+                    },
+                    None => Root::None,
+                };
+                let append = if user_append.is_empty() {
+                    format!("console={} panic=-1", arch.console())
+                } else {
+                    user_append.clone()
+                };
+                (
+                    own.kernel.clone(),
+                    own.initrd.clone(),
+                    own.firmware.clone(),
+                    root,
+                    append,
+                    own.user.clone().unwrap_or_else(|| "root".into()),
+                    own.identity_file.clone(),
+                    None,
+                    None,
+                    own.port.unwrap_or(GUEST_SSH_PORT),
+                )
             }
-            let host_key = img.host_key().map_err(|e| unreachable(crate_chain(&e)))?;
-            (
-                Some(img.kernel()),
-                Some(img.initrd()),
-                root,
-                append,
-                img.manifest.ssh_user.clone(),
-                img.ssh_key(),
-                Some(host_key),
-                Some(img.id()),
-                GUEST_SSH_PORT,
-            )
-        } else {
-            let root = match &cfg.disk {
-                Some(d) => Root::Disk {
-                    base: d.clone(),
-                    format: disk_format(d),
-                },
-                None => Root::None,
-            };
-            let append = if user_append.is_empty() {
-                format!("console={} panic=-1", arch.console())
-            } else {
-                user_append.clone()
-            };
-            (
-                cfg.kernel.clone(),
-                cfg.initrd.clone(),
-                root,
-                append,
-                cfg.user.clone().unwrap_or_else(|| "root".into()),
-                cfg.identity_file.clone().unwrap_or_default(),
-                None,
-                None,
-                cfg.port.unwrap_or(GUEST_SSH_PORT),
-            )
         };
-    let accel = match cfg.accel.as_deref() {
-        Some("kvm") => AccelChoice::Kvm,
-        Some("tcg") => AccelChoice::Tcg,
-        _ => AccelChoice::Auto,
-    };
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let mut forward_ports: Vec<u16> = Vec::new();
-    for p in std::iter::once(ssh_port).chain(cfg.forward_ports.iter().copied()) {
+    for p in std::iter::once(ssh_port).chain(q.forward_ports.iter().copied()) {
         if !forward_ports.contains(&p) {
             forward_ports.push(p);
         }
     }
     let setup = Setup {
         arch,
-        accel,
-        memory_mb: cfg.memory_mb.unwrap_or(if arch == Arch::Loongarch64 {
+        accel: q.accel,
+        memory_mb: q.memory_mb.unwrap_or(if arch == Arch::Loongarch64 {
             LOONGARCH_MIN_MEMORY_MB
         } else {
             DEFAULT_MEMORY_MB
         }),
-        cpus: cfg.cpus.unwrap_or(host_cpus.clamp(1, 2)),
+        cpus: q.cpus.unwrap_or(host_cpus.clamp(1, 2)),
         kernel: kernel.map(absolute),
         initrd: initrd.map(absolute),
         append,
-        firmware: cfg.firmware.clone().map(absolute),
+        firmware: firmware.map(absolute),
         root: match root {
             Root::Disk { base, format } => Root::Disk {
                 base: absolute(base),
@@ -311,10 +338,10 @@ pub(in crate::target) fn create(
         user,
         key: absolute(key),
         host_key,
-        ssh_options: cfg.ssh_options.clone(),
+        ssh_options: q.ssh_options.clone(),
         ssh_port,
         forward_ports,
-        boot_timeout: cfg.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
+        boot_timeout: q.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
         image: image_id,
         env: cfg
             .env
@@ -353,20 +380,24 @@ fn absolute(p: PathBuf) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn cfg(f: impl FnOnce(&mut TargetConfig)) -> TargetConfig {
-        let mut c = TargetConfig {
+    fn cfg(f: impl FnOnce(&mut TargetFields)) -> TargetFields {
+        let mut c = TargetFields {
             id: "vm".into(),
             kind: "qemu-system".into(),
             arch: Some("aarch64".into()),
             image: Some("debian-bookworm-arm64".into()),
-            ..TargetConfig::default()
+            ..TargetFields::default()
         };
         f(&mut c);
         c
     }
 
-    fn fields(c: &TargetConfig) -> Vec<&'static str> {
-        validate(c).into_iter().map(|(f, _)| f).collect()
+    fn validate(c: &TargetFields) -> Vec<ConfigProblem> {
+        parse(c).err().unwrap_or_default()
+    }
+
+    fn fields(c: &TargetFields) -> Vec<&'static str> {
+        validate(c).into_iter().map(|(f, _)| f.name()).collect()
     }
 
     #[test]
@@ -405,7 +436,7 @@ mod tests {
             c.identity_file = Some("/k".into());
         });
         assert!(validate(&own_kernel).is_empty());
-        let small = TargetConfig {
+        let small = TargetFields {
             memory_mb: Some(512),
             ..own_kernel
         };

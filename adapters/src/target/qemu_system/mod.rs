@@ -36,7 +36,7 @@ mod process;
 mod qmp;
 mod warm;
 
-pub(super) use config::{create, validate};
+pub(super) use config::{create, parse};
 
 use super::{ExecOutput, ExecRequest, SshTarget, Target, TargetError};
 use crate::env_probe::{environment_from, probe_request};
