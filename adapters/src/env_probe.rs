@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::target::{ExecOutput, ExecRequest, TargetError};
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 
 /// How long the probe may take: it forks a handful of programs, each slow on an emulated
 /// target right after a boot or restore.

@@ -1,8 +1,8 @@
-//! Advisory file locks (`flock(2)`) that serialize work on shared cache entries across
-//! processes: one image build per recipe, one warm-start snapshot per machine, one KVM probe.
+//! Advisory file locks (`flock(2)`, through std's `File::lock`) that serialize work on shared
+//! cache entries across processes: one image build per recipe, one warm-start snapshot per
+//! machine, one KVM probe.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// An exclusive lock, held until dropped (closing the file releases it, also when the process
@@ -24,14 +24,11 @@ impl FileLock {
             .write(true)
             .open(path)?;
         loop {
-            // SAFETY: flock(2) on a descriptor we own; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+            match file.lock() {
+                Ok(()) => break,
+                // A signal woke the wait up: keep waiting.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
         Ok(FileLock { _file: file })
@@ -41,19 +38,19 @@ impl FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::TryLockError;
 
     #[test]
     fn lock_is_exclusive_across_descriptors() {
         let path = std::env::temp_dir().join(format!("adaptest-lock-{}", std::process::id()));
         let held = FileLock::exclusive(&path).expect("lock");
         let other = File::open(&path).expect("open");
-        // SAFETY: flock(2) on a descriptor we own.
-        let rc = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(rc, -1, "a second exclusive lock must not be granted");
+        assert!(
+            matches!(other.try_lock(), Err(TryLockError::WouldBlock)),
+            "a second exclusive lock must not be granted"
+        );
         drop(held);
-        // SAFETY: as above.
-        let rc = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(rc, 0);
+        other.try_lock().expect("free once the holder is dropped");
         std::fs::remove_file(&path).expect("rm");
     }
 }

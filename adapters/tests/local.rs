@@ -211,7 +211,7 @@ async fn normal_exit_kills_leftovers_and_records_them_as_leaked() {
     let pids = pids(&out);
     assert_eq!(
         out.leaked,
-        [adaptest_reports::LeakedProcess {
+        [adaptest_schema::LeakedProcess {
             pid: pids[0],
             command: "sleep".into()
         }],

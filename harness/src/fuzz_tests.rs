@@ -100,6 +100,8 @@ fn record(case: String, stdout: String) -> Record {
         metrics: vec![],
         finished_at: "2026-12-03T00:00:00Z".into(),
         imported: vec![],
+        sql_records: None,
+        leaked: vec![],
     })
 }
 

@@ -16,10 +16,11 @@ pub mod html;
 pub mod json;
 pub mod junit;
 mod labels;
-pub mod schema;
 mod text;
 pub mod verdict;
 
+/// The results schema, kept here under its old path; it lives in `adaptest-schema`.
+pub use adaptest_schema::results as schema;
 pub use error::RenderError;
 pub use html::{Lang, render_html, to_html};
 pub use json::{from_json, to_json};

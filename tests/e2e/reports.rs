@@ -160,6 +160,12 @@ fn json_event_stream_is_one_object_per_line() {
         .collect();
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
+    // Every line says which version of the stream it is.
+    assert!(
+        events.iter().all(|e| e["stream_version"] == 1),
+        "{}",
+        r.stdout
+    );
     assert_eq!(events.last().unwrap()["exit_code"], 1);
     // A mandatory case failed: the stream says so without reading results.json.
     assert_eq!(events.last().unwrap()["verdict"], "not_certified");

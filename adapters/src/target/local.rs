@@ -3,7 +3,7 @@
 
 use super::{ExecOutput, ExecRequest, Target, TargetError};
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -453,7 +453,7 @@ fn group_alive(_: u32) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kill_leftovers(pgid: u32) -> Vec<adaptest_reports::LeakedProcess> {
+fn kill_leftovers(pgid: u32) -> Vec<adaptest_schema::LeakedProcess> {
     kill_group(pgid);
     Vec::new()
 }

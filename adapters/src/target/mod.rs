@@ -10,7 +10,10 @@ mod qemu_system;
 mod qemu_user;
 mod ssh;
 
-pub use config::{ConfigProblem, TargetConfig, TargetContext, create, validate};
+pub use config::{
+    AccelChoice, ConfigProblem, Field, GuestSource, KindConfig, OwnGuest, QemuSystemConfig,
+    QemuUserConfig, SshConfig, TargetConfig, TargetContext, TargetFields, create, parse, validate,
+};
 pub use local::LocalTarget;
 #[cfg(target_os = "linux")]
 pub use qemu_system::QemuSystemTarget;
@@ -25,7 +28,7 @@ pub(crate) use local::{kill_group, kill_tree};
 #[cfg(target_os = "linux")]
 pub(crate) use process_linux::{kill_group, kill_tree};
 
-use adaptest_reports::Environment;
+use adaptest_schema::Environment;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +95,7 @@ pub struct ExecOutput {
     pub duration: Duration,
     /// Processes the command left running when it exited, which were then killed (targets
     /// that can tell: `local`, `qemu-user`). Empty with `keep_background`.
-    pub leaked: Vec<adaptest_reports::LeakedProcess>,
+    pub leaked: Vec<adaptest_schema::LeakedProcess>,
 }
 
 /// The first line of a command, cut to 80 characters, for messages (scripts can be long).

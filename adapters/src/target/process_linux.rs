@@ -104,7 +104,7 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 
 /// List the members of the process group `pgid` (what a command left behind: `pid (comm)`),
 /// then SIGKILL the group. Scans `/proc`: only called when [`group_alive`] said so.
-pub(crate) fn kill_leftovers(pgid: u32) -> Vec<adaptest_reports::LeakedProcess> {
+pub(crate) fn kill_leftovers(pgid: u32) -> Vec<adaptest_schema::LeakedProcess> {
     let Some(group) = target_pid(pgid).filter(|&g| g != own_group()) else {
         return Vec::new();
     };
@@ -120,7 +120,7 @@ pub(crate) fn kill_leftovers(pgid: u32) -> Vec<adaptest_reports::LeakedProcess> 
                 continue;
             };
             if let Some(st) = stat_of(pid).filter(|st| st.pgrp == group) {
-                found.push(adaptest_reports::LeakedProcess {
+                found.push(adaptest_schema::LeakedProcess {
                     pid: pid as u32,
                     command: st.comm,
                 });

@@ -31,11 +31,12 @@
 
 use super::local::run_command;
 use super::{
-    ConfigProblem, ExecOutput, ExecRequest, KNOWN_ARCHES, Target, TargetConfig, TargetContext,
-    TargetError, canonical_arch, shell_quote,
+    ConfigProblem, ExecOutput, ExecRequest, Field, KNOWN_ARCHES, QemuUserConfig, Target,
+    TargetConfig, TargetError, TargetFields, canonical_arch, shell_quote,
 };
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use crate::image::Arch;
+use adaptest_schema::Environment;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -93,60 +94,72 @@ pub struct QemuUserTarget {
     state: Mutex<Option<Running>>,
 }
 
-/// Problems with the fields of a `qemu-user` target.
-pub(super) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
+/// Check and parse the fields of a `qemu-user` target.
+pub(super) fn parse(cfg: &TargetFields) -> Result<QemuUserConfig, Vec<ConfigProblem>> {
     let mut out = Vec::new();
-    match cfg.arch.as_deref() {
-        None => out.push((
-            "arch",
-            format!(
-                "a qemu-user target needs `arch` ({})",
-                KNOWN_ARCHES.join(", ")
-            ),
-        )),
-        Some(a) if !KNOWN_ARCHES.contains(&canonical_arch(a)) => out.push((
-            "arch",
-            format!("unknown arch `{a}` (known: {})", KNOWN_ARCHES.join(", ")),
-        )),
-        Some(_) => {}
-    }
-    match &cfg.rootfs {
-        None => out.push((
-            "rootfs",
-            "a qemu-user target needs `rootfs` (a root file system or sysroot directory)"
-                .to_owned(),
-        )),
-        Some(p) if !p.is_dir() => out.push((
-            "rootfs",
-            format!("{} does not exist or is not a directory", p.display()),
-        )),
-        Some(_) => {}
-    }
+    let arch = match cfg.arch.as_deref() {
+        None => {
+            out.push((
+                Field::Arch,
+                format!(
+                    "a qemu-user target needs `arch` ({})",
+                    KNOWN_ARCHES.join(", ")
+                ),
+            ));
+            None
+        }
+        Some(a) => {
+            let parsed = Arch::parse(canonical_arch(a));
+            if parsed.is_none() {
+                out.push((
+                    Field::Arch,
+                    format!("unknown arch `{a}` (known: {})", KNOWN_ARCHES.join(", ")),
+                ));
+            }
+            parsed
+        }
+    };
+    let rootfs = match &cfg.rootfs {
+        None => {
+            out.push((
+                Field::Rootfs,
+                "a qemu-user target needs `rootfs` (a root file system or sysroot directory)"
+                    .to_owned(),
+            ));
+            None
+        }
+        Some(p) if !p.is_dir() => {
+            out.push((
+                Field::Rootfs,
+                format!("{} does not exist or is not a directory", p.display()),
+            ));
+            None
+        }
+        Some(p) => Some(p.clone()),
+    };
     out.extend(cfg.foreign_fields(
         "a",
         &[
-            "host",
-            "port",
-            "user",
-            "identity_file",
-            "ssh_options",
-            "image",
-            "kernel",
-            "initrd",
-            "disk",
+            Field::Host,
+            Field::Port,
+            Field::User,
+            Field::IdentityFile,
+            Field::SshOptions,
+            Field::Image,
+            Field::Kernel,
+            Field::Initrd,
+            Field::Disk,
         ],
     ));
-    out
+    match (arch, rootfs) {
+        (Some(arch), Some(rootfs)) if out.is_empty() => Ok(QemuUserConfig { arch, rootfs }),
+        _ => Err(out),
+    }
 }
 
-/// The adapter for a validated `qemu-user` target.
-pub(super) fn create(cfg: &TargetConfig, _ctx: &TargetContext) -> QemuUserTarget {
-    QemuUserTarget::new(
-        cfg.id.clone(),
-        cfg.arch.as_deref().unwrap_or_default(),
-        cfg.rootfs.clone().unwrap_or_default(),
-    )
-    .with_env(cfg.env.clone())
+/// The adapter for a `qemu-user` target.
+pub(super) fn create(cfg: &TargetConfig, q: &QemuUserConfig) -> QemuUserTarget {
+    QemuUserTarget::new(cfg.id.clone(), q.arch.name(), q.rootfs.clone()).with_env(cfg.env.clone())
 }
 
 impl QemuUserTarget {
@@ -895,19 +908,28 @@ mod mounts {
 mod tests {
     use super::*;
 
-    fn cfg(arch: Option<&str>, rootfs: Option<&str>) -> TargetConfig {
-        TargetConfig {
+    fn cfg(arch: Option<&str>, rootfs: Option<&str>) -> TargetFields {
+        TargetFields {
             id: "q".into(),
             kind: "qemu-user".into(),
             arch: arch.map(Into::into),
             rootfs: rootfs.map(PathBuf::from),
-            ..TargetConfig::default()
+            ..TargetFields::default()
         }
+    }
+
+    fn validate(c: &TargetFields) -> Vec<(&'static str, String)> {
+        parse(c)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, m)| (f.name(), m))
+            .collect()
     }
 
     #[test]
     fn validation_names_the_field() {
-        let fields = |c: &TargetConfig| validate(c).into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        let fields = |c: &TargetFields| validate(c).into_iter().map(|(f, _)| f).collect::<Vec<_>>();
         assert_eq!(fields(&cfg(Some("aarch64"), Some("/"))), Vec::<&str>::new());
         assert_eq!(fields(&cfg(Some("arm64"), Some("/"))), Vec::<&str>::new());
         assert_eq!(fields(&cfg(None, Some("/"))), vec!["arch"]);

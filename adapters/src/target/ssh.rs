@@ -26,11 +26,12 @@
 
 use super::local::{Capture, feed_stdin};
 use super::{
-    ConfigProblem, ExecOutput, ExecRequest, Target, TargetConfig, TargetError, canonical_arch,
-    shell_quote,
+    ConfigProblem, ExecOutput, ExecRequest, Field, SshConfig, Target, TargetConfig, TargetError,
+    TargetFields, canonical_arch, shell_quote,
 };
 use crate::env_probe::{environment_from, probe_request};
-use adaptest_reports::Environment;
+use crate::image::Arch;
+use adaptest_schema::Environment;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -204,59 +205,83 @@ impl SshOptions {
     }
 }
 
-/// Problems with the fields of an `ssh` target.
-pub(super) fn validate(cfg: &TargetConfig) -> Vec<ConfigProblem> {
+/// Check and parse the fields of an `ssh` target.
+pub(super) fn parse(cfg: &TargetFields) -> Result<SshConfig, Vec<ConfigProblem>> {
     let mut out = Vec::new();
-    if cfg.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
-        out.push(("host", "an ssh target needs `host`".to_owned()));
+    let host = cfg.host.as_deref().filter(|h| !h.trim().is_empty());
+    if host.is_none() {
+        out.push((Field::Host, "an ssh target needs `host`".to_owned()));
     }
     if cfg.port == Some(0) {
-        out.push(("port", "port 0 is not a port".to_owned()));
+        out.push((Field::Port, "port 0 is not a port".to_owned()));
     }
     if let Some(k) = &cfg.identity_file
         && !k.exists()
     {
-        out.push(("identity_file", format!("{} does not exist", k.display())));
-    }
-    if let Err(e) = SshOptions::parse(&cfg.ssh_options) {
-        out.push(("ssh_options", e));
-    }
-    if let Some(a) = &cfg.arch
-        && !super::KNOWN_ARCHES.contains(&canonical_arch(a))
-    {
         out.push((
-            "arch",
-            format!(
-                "unknown arch `{a}` (known: {})",
-                super::KNOWN_ARCHES.join(", ")
-            ),
+            Field::IdentityFile,
+            format!("{} does not exist", k.display()),
         ));
     }
-    out.extend(cfg.foreign_fields("an", &["rootfs", "image", "kernel", "initrd", "disk"]));
-    out
+    if let Err(e) = SshOptions::parse(&cfg.ssh_options) {
+        out.push((Field::SshOptions, e));
+    }
+    let arch = cfg.arch.as_deref().and_then(|a| {
+        let parsed = Arch::parse(canonical_arch(a));
+        if parsed.is_none() {
+            out.push((
+                Field::Arch,
+                format!(
+                    "unknown arch `{a}` (known: {})",
+                    super::KNOWN_ARCHES.join(", ")
+                ),
+            ));
+        }
+        parsed
+    });
+    out.extend(cfg.foreign_fields(
+        "an",
+        &[
+            Field::Rootfs,
+            Field::Image,
+            Field::Kernel,
+            Field::Initrd,
+            Field::Disk,
+        ],
+    ));
+    match host {
+        Some(host) if out.is_empty() => Ok(SshConfig {
+            host: host.to_owned(),
+            port: cfg.port,
+            user: cfg.user.clone(),
+            identity_file: cfg.identity_file.clone(),
+            ssh_options: cfg.ssh_options.clone(),
+            arch,
+        }),
+        _ => Err(out),
+    }
 }
 
-/// The adapter for a validated `ssh` target.
-pub(super) fn create(cfg: &TargetConfig) -> Result<SshTarget, TargetError> {
-    let host = cfg.host.clone().unwrap_or_default();
+/// The adapter for an `ssh` target.
+pub(super) fn create(cfg: &TargetConfig, ssh: &SshConfig) -> Result<SshTarget, TargetError> {
     let t = SshTarget::new(
         cfg.id.clone(),
-        host,
-        cfg.port,
-        cfg.user.clone(),
-        cfg.identity_file.clone(),
-        &cfg.ssh_options,
+        ssh.host.clone(),
+        ssh.port,
+        ssh.user.clone(),
+        ssh.identity_file.clone(),
+        &ssh.ssh_options,
     )
     .map_err(|reason| TargetError::Unreachable {
         target: cfg.id.clone(),
         reason,
     })?;
     Ok(t.with_env(cfg.env.clone())
-        .with_expected_arch(cfg.arch.clone()))
+        .with_expected_arch(ssh.arch.map(|a| a.name().to_owned())))
 }
 
 impl SshTarget {
-    /// An ssh target from a plan's fields (validated by `config::validate`).
+    /// An ssh target from a plan's fields (checked by `config::parse`).
     pub fn new(
         id: impl Into<String>,
         host: impl Into<String>,

@@ -5,7 +5,7 @@ use super::duration::parse_duration;
 use super::glob::glob_match;
 use super::suite::Suite;
 use adaptest_adapters::component::{ComponentConfig, Lifecycle, Secret};
-use adaptest_adapters::target::TargetConfig;
+use adaptest_adapters::target::{Field, TargetConfig, TargetFields};
 use adaptest_reports::Product;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -100,41 +100,43 @@ struct TargetSpecRaw {
 }
 
 impl TargetSpecRaw {
-    /// The span of a field by name (for problems the adapter reports), else the id's.
-    fn span_of(&self, field: &str) -> Range<usize> {
+    /// The span of a field (for problems the adapter reports), else the id's (a field that is
+    /// not spanned, or a required one the plan left out).
+    fn span_of(&self, field: Field) -> Range<usize> {
         fn s<T>(x: &Option<Spanned<T>>) -> Option<Range<usize>> {
             x.as_ref().map(Spanned::span)
         }
         let found = match field {
-            "kind" => Some(self.kind.span()),
-            "arch" => s(&self.arch),
-            "host" => s(&self.host),
-            "port" => s(&self.port),
-            "user" => s(&self.user),
-            "identity_file" => s(&self.identity_file),
-            "rootfs" => s(&self.rootfs),
-            "image" => s(&self.image),
-            "kernel" => s(&self.kernel),
-            "initrd" => s(&self.initrd),
-            "disk" => s(&self.disk),
-            "firmware" => s(&self.firmware),
-            "append" => s(&self.append),
-            "memory_mb" => s(&self.memory_mb),
-            "cpus" => s(&self.cpus),
-            "accel" => s(&self.accel),
-            "boot_timeout" => s(&self.boot_timeout),
-            _ => None,
+            Field::Kind => Some(self.kind.span()),
+            Field::Arch => s(&self.arch),
+            Field::Host => s(&self.host),
+            Field::Port => s(&self.port),
+            Field::User => s(&self.user),
+            Field::IdentityFile => s(&self.identity_file),
+            Field::Rootfs => s(&self.rootfs),
+            Field::Image => s(&self.image),
+            Field::Kernel => s(&self.kernel),
+            Field::Initrd => s(&self.initrd),
+            Field::Disk => s(&self.disk),
+            Field::Firmware => s(&self.firmware),
+            Field::Append => s(&self.append),
+            Field::MemoryMb => s(&self.memory_mb),
+            Field::Cpus => s(&self.cpus),
+            Field::Accel => s(&self.accel),
+            Field::BootTimeout => s(&self.boot_timeout),
+            Field::SshOptions | Field::ForwardPorts => None,
         };
         found.unwrap_or_else(|| self.id.span())
     }
 
-    fn to_config(
+    /// The fields as the adapters take them: paths resolved, `boot_timeout` parsed.
+    fn to_fields(
         &self,
         base: &Path,
         errors: &mut Vec<SpecError>,
         source: &Source,
         i: usize,
-    ) -> TargetConfig {
+    ) -> TargetFields {
         let path =
             |x: &Option<Spanned<String>>| x.as_ref().map(|p| resolve_path(base, p.get_ref()));
         let boot_timeout =
@@ -152,7 +154,7 @@ impl TargetSpecRaw {
                     }
                 });
         let v = |x: &Option<Spanned<String>>| x.as_ref().map(|x| x.get_ref().clone());
-        TargetConfig {
+        TargetFields {
             id: self.id.get_ref().clone(),
             kind: self.kind.get_ref().clone(),
             arch: v(&self.arch),
@@ -274,7 +276,7 @@ pub struct TargetSpec {
     /// Multiplies case timeouts; `None`: the target kind's own factor.
     pub timeout_factor: Option<f64>,
     pub description: String,
-    /// Everything the adapter needs, paths resolved.
+    /// Everything the adapter needs: paths resolved, the kind's fields checked and parsed.
     pub config: TargetConfig,
 }
 
@@ -456,7 +458,8 @@ pub fn parse_plan(
             ));
         }
         let kind = t.kind.get_ref();
-        let config = t.to_config(&base, &mut errors, &source, i);
+        let fields = t.to_fields(&base, &mut errors, &source, i);
+        let mut config: Option<TargetConfig> = None;
         if !adaptest_adapters::target::KNOWN_TARGET_KINDS.contains(&kind.as_str()) {
             errors.push(
                 source
@@ -471,12 +474,17 @@ pub fn parse_plan(
                     )),
             );
         } else {
-            for (field, message) in adaptest_adapters::target::validate(&config) {
-                errors.push(source.error(
-                    t.span_of(field),
-                    &format!("target[{i}].{field}"),
-                    message,
-                ));
+            match adaptest_adapters::target::parse(&fields) {
+                Ok(c) => config = Some(c),
+                Err(problems) => {
+                    for (field, message) in problems {
+                        errors.push(source.error(
+                            t.span_of(field),
+                            &format!("target[{i}].{field}"),
+                            message,
+                        ));
+                    }
+                }
             }
         }
         if let Some(s) = &t.slots
@@ -497,14 +505,17 @@ pub fn parse_plan(
                 "timeout_factor must be a number above 0 and at most 100",
             ));
         }
-        targets.push(TargetSpec {
-            id: t.id.get_ref().clone(),
-            kind: kind.clone(),
-            slots: t.slots.as_ref().map(|s| *s.get_ref()),
-            timeout_factor: t.timeout_factor.as_ref().map(|f| *f.get_ref()),
-            description: t.description.clone(),
-            config,
-        });
+        // A target whose fields are wrong has its errors above; the plan is not returned then.
+        if let Some(config) = config {
+            targets.push(TargetSpec {
+                id: t.id.get_ref().clone(),
+                kind: kind.clone(),
+                slots: t.slots.as_ref().map(|s| *s.get_ref()),
+                timeout_factor: t.timeout_factor.as_ref().map(|f| *f.get_ref()),
+                description: t.description.clone(),
+                config,
+            });
+        }
     }
 
     let mut components = Vec::new();
@@ -707,7 +718,12 @@ pub fn parse_plan(
                 }
                 out
             };
-        let tids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+        // Every declared target, also one whose fields are wrong (its errors are reported).
+        let tids: Vec<String> = file
+            .targets
+            .iter()
+            .map(|t| t.id.get_ref().clone())
+            .collect();
         let cids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
         let sids: Vec<String> = suites.keys().cloned().collect();
         let ts = pick(&m.targets, &tids, "target", &mut errors);

@@ -120,7 +120,7 @@ pub struct CombinationResult {
     pub suite_version: String,
     pub cases: Vec<CaseResult>,
     pub duration_ms: u64,
-    /// The verdict on this combination (schema 2; see [`crate::verdict`]).
+    /// The verdict on this combination (schema 2; the rules are `adaptest_reports::verdict`).
     #[serde(default = "Verdict::fail_closed")]
     pub verdict: Verdict,
 }
