@@ -205,7 +205,13 @@ async fn timeout_kills_a_setsid_grandchild() {
 async fn normal_exit_kills_leftovers_and_records_them_as_leaked() {
     // The leftover holds our stdout pipe open: the command returns because its group was
     // killed (which closes the pipe), not because a drain grace period ran out.
-    let out = run_cmd("sleep 300 & echo $!", Duration::from_secs(60)).await;
+    // The command waits (busy, no sleep) until its child has exec'd `sleep`, so the leftover's
+    // name is `sleep`, not the forked `sh` it is for a moment.
+    let out = run_cmd(
+        "sleep 300 & p=$!; until [ \"$(cat /proc/$p/comm)\" = sleep ]; do :; done; echo $p",
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(out.exit_code, Some(0));
     assert!(!out.timed_out);
     let pids = pids(&out);
