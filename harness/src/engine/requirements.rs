@@ -1,0 +1,120 @@
+//! Whether a case applies on a target: its required arch, OS, commands (probed once per target)
+//! and component capabilities.
+
+use super::slots::Ctx;
+use crate::spec::suite::{Case, Requirements};
+use adaptest_adapters::ExecRequest;
+use adaptest_adapters::text::error_chain;
+use adaptest_reports::Environment;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+/// Which commands that pending cases require exist on the target (one probe per target, cached).
+pub(super) async fn available_commands(
+    ctx: &Ctx,
+    target_id: &str,
+    cases: &[&Case],
+) -> HashMap<String, bool> {
+    let slot = &ctx.targets[target_id];
+    let wanted: BTreeSet<&str> = cases
+        .iter()
+        .flat_map(|c| c.requires.commands.iter().map(String::as_str))
+        .collect();
+    let mut cache = slot.commands.lock().await;
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !cache.contains_key(*c))
+        .collect();
+    if !missing.is_empty() {
+        let mut script = String::from("for c in");
+        for c in &missing {
+            script.push_str(&format!(" '{}'", c.replace('\'', "'\\''")));
+        }
+        script.push_str("; do if command -v \"$c\" >/dev/null 2>&1; then echo \"$c\"; fi; done");
+        let found: HashSet<String> = match slot
+            .target
+            .exec(
+                ExecRequest::new(script, Duration::from_secs(30)),
+                &ctx.cancel,
+            )
+            .await
+        {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("command probe on {target_id} failed: {}", error_chain(&e));
+                HashSet::new()
+            }
+        };
+        for c in missing {
+            cache.insert(c.to_string(), found.contains(c));
+        }
+    }
+    cache.clone()
+}
+
+/// Canonical architecture name (`arm64` → `aarch64`).
+pub fn canonical_arch(a: &str) -> &str {
+    match a {
+        "arm64" => "aarch64",
+        "amd64" | "x64" => "x86_64",
+        "loong64" => "loongarch64",
+        other => other,
+    }
+}
+
+/// Why a case does not apply here, or `None` when every requirement holds.
+pub(super) fn unmet(
+    req: &Requirements,
+    env: &Environment,
+    commands: &HashMap<String, bool>,
+    capabilities: &[String],
+) -> Option<String> {
+    if !req.arch.is_empty()
+        && !req
+            .arch
+            .iter()
+            .any(|a| canonical_arch(a) == canonical_arch(&env.arch))
+    {
+        return Some(format!(
+            "requires arch {} (target is {})",
+            req.arch.join("|"),
+            env.arch
+        ));
+    }
+    if !req.os.is_empty() && !req.os.iter().any(|o| o.eq_ignore_ascii_case(&env.os_id)) {
+        return Some(format!(
+            "requires OS {} (target is {})",
+            req.os.join("|"),
+            env.os_id
+        ));
+    }
+    let missing: Vec<&str> = req
+        .commands
+        .iter()
+        .filter(|c| !commands.get(*c).copied().unwrap_or(false))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "requires command(s) not found on the target: {}",
+            missing.join(", ")
+        ));
+    }
+    let missing: Vec<&str> = req
+        .capabilities
+        .iter()
+        .filter(|c| !capabilities.contains(c))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "requires capability {} that the component lacks",
+            missing.join(", ")
+        ));
+    }
+    None
+}
