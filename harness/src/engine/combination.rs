@@ -243,3 +243,57 @@ pub(super) async fn run_combination_inner(
     };
     (run_cases.await, Some(workdir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn the_scope_is_quoted_and_ends_the_grep() {
+        let cmd = teardown_command("run 1/it's;", "/tmp/a b");
+        assert!(
+            cmd.contains(r"grep -l -s -F 'ADAPTEST_SCOPE=run 1/it'\''s;'"),
+            "{cmd}"
+        );
+        assert!(cmd.ends_with("rm -rf '/tmp/a b'"), "{cmd}");
+    }
+
+    /// The command run as it is on a target: it kills the process that carries this scope (and
+    /// prints its pid), spares one of another scope, and removes the scratch directory.
+    #[test]
+    fn teardown_kills_only_its_scope_and_removes_the_workdir() {
+        let workdir = tempfile::tempdir().expect("tempdir").keep();
+        std::fs::write(workdir.join("left"), "x").expect("write");
+        let scope = format!("unit-{}/teardown;", std::process::id());
+        let spawn = |value: &str| {
+            std::process::Command::new("sleep")
+                .arg("300")
+                .env(SCOPE_VAR, value)
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let mut ours = spawn(&scope);
+        let mut other = spawn(&format!("unit-{}/other;", std::process::id()));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(teardown_command(&scope, workdir.to_str().expect("utf-8")))
+            .output()
+            .expect("run teardown");
+        assert!(out.status.success(), "{out:?}");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            printed.split_whitespace().collect::<Vec<_>>(),
+            [ours.id().to_string()]
+        );
+        assert_eq!(ours.wait().expect("wait").signal(), Some(9));
+        assert_eq!(
+            other.try_wait().expect("try_wait"),
+            None,
+            "another scope's process survives"
+        );
+        other.kill().expect("kill the other sleep");
+        other.wait().expect("wait");
+        assert!(!workdir.exists());
+    }
+}

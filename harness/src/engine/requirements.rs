@@ -118,3 +118,72 @@ pub(super) fn unmet(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(arch: &str, os_id: &str) -> Environment {
+        Environment {
+            arch: arch.into(),
+            os_id: os_id.into(),
+            ..Environment::default()
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arch_aliases_meet_and_other_arches_do_not() {
+        let req = Requirements {
+            arch: strings(&["arm64"]),
+            ..Requirements::default()
+        };
+        let none = HashMap::new();
+        assert_eq!(unmet(&req, &env("aarch64", "debian"), &none, &[]), None);
+        assert_eq!(
+            unmet(&req, &env("x86_64", "debian"), &none, &[]).as_deref(),
+            Some("requires arch arm64 (target is x86_64)")
+        );
+    }
+
+    #[test]
+    fn os_is_matched_without_case() {
+        let req = Requirements {
+            os: strings(&["Debian", "ubuntu"]),
+            ..Requirements::default()
+        };
+        let none = HashMap::new();
+        assert_eq!(unmet(&req, &env("x86_64", "debian"), &none, &[]), None);
+        assert_eq!(
+            unmet(&req, &env("x86_64", "alpine"), &none, &[]).as_deref(),
+            Some("requires OS Debian|ubuntu (target is alpine)")
+        );
+    }
+
+    #[test]
+    fn missing_commands_and_capabilities_are_named() {
+        let req = Requirements {
+            commands: strings(&["sh", "gcc", "make"]),
+            ..Requirements::default()
+        };
+        // `make` was never probed: not known to exist is missing.
+        let commands = HashMap::from([("sh".to_string(), true), ("gcc".to_string(), false)]);
+        let e = env("x86_64", "debian");
+        assert_eq!(
+            unmet(&req, &e, &commands, &[]).as_deref(),
+            Some("requires command(s) not found on the target: gcc, make")
+        );
+        let req = Requirements {
+            capabilities: strings(&["sql", "kv"]),
+            ..Requirements::default()
+        };
+        assert_eq!(
+            unmet(&req, &e, &commands, &strings(&["sql"])).as_deref(),
+            Some("requires capability kv that the component lacks")
+        );
+        assert_eq!(unmet(&req, &e, &commands, &strings(&["kv", "sql"])), None);
+    }
+}

@@ -249,3 +249,76 @@ pub(super) async fn timeout_factor(slot: &TargetSlot) -> f64 {
         None => slot.target.timeout_factor().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adaptest_adapters::component::ComponentConfig;
+
+    fn spec(kind: &str, config: ComponentConfig) -> crate::spec::ComponentSpec {
+        crate::spec::ComponentSpec {
+            id: "c".into(),
+            kind: kind.into(),
+            version: None,
+            description: String::new(),
+            config: ComponentConfig {
+                kind: kind.into(),
+                ..config
+            },
+            password: None,
+            labels: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_same_server_and_database_is_one_key_however_loopback_is_written() {
+        let at = |host: Option<&str>, db: &str| {
+            spec(
+                "postgres",
+                ComponentConfig {
+                    host: host.map(str::to_string),
+                    database: Some(db.into()),
+                    ..ComponentConfig::default()
+                },
+            )
+        };
+        let default = database_key("t", &at(None, "test")).expect("postgres is sql");
+        assert_eq!(default, "t|loopback|5432|test");
+        assert_eq!(
+            database_key("t", &at(Some("localhost"), "test")),
+            Some(default.clone())
+        );
+        assert_eq!(
+            database_key("t", &at(Some("::1"), "test")),
+            Some(default.clone())
+        );
+        assert_ne!(database_key("t", &at(None, "other")), Some(default.clone()));
+        assert_ne!(database_key("u", &at(None, "test")), Some(default));
+        assert_eq!(
+            database_key("t", &at(Some("db.example"), "x")).as_deref(),
+            Some("t|db.example|5432|x")
+        );
+    }
+
+    #[test]
+    fn files_are_keyed_by_path_and_non_sql_or_scratch_components_have_none() {
+        let sqlite = |path: Option<&str>| {
+            spec(
+                "sqlite",
+                ComponentConfig {
+                    path: path.map(PathBuf::from),
+                    ..ComponentConfig::default()
+                },
+            )
+        };
+        assert_eq!(
+            database_key("t", &sqlite(Some("/tmp/a.db"))).as_deref(),
+            Some("t|file|/tmp/a.db")
+        );
+        assert_eq!(database_key("t", &sqlite(None)), None);
+        assert_eq!(
+            database_key("t", &spec("redis", ComponentConfig::default())),
+            None
+        );
+    }
+}
