@@ -4,6 +4,7 @@
 use super::slots::Ctx;
 use crate::spec::suite::{Case, Requirements};
 use adaptest_adapters::ExecRequest;
+pub use adaptest_adapters::target::canonical_arch;
 use adaptest_adapters::text::error_chain;
 use adaptest_reports::Environment;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -54,16 +55,6 @@ pub(super) async fn available_commands(
         }
     }
     cache.clone()
-}
-
-/// Canonical architecture name (`arm64` → `aarch64`).
-pub fn canonical_arch(a: &str) -> &str {
-    match a {
-        "arm64" => "aarch64",
-        "amd64" | "x64" => "x86_64",
-        "loong64" => "loongarch64",
-        other => other,
-    }
 }
 
 /// Why a case does not apply here, or `None` when every requirement holds.
