@@ -11,5 +11,6 @@ mod file_lock;
 pub mod image;
 pub mod plugin;
 pub mod target;
+pub mod text;
 
 pub use target::{ExecOutput, ExecRequest, Target, TargetError};

@@ -449,3 +449,17 @@ async fn bench_exec_overhead() {
     eprintln!("exec: {ours:?} per call; shell loop: {shell:?} per call; ratio {ratio:.2}");
     assert!(ratio < 1.5, "exec overhead {ratio:.2}x the shell loop");
 }
+
+/// A component on the local target is reached where the plan's `host` resolves to (the
+/// engine asks the target, it does not look at its kind); without a `host`, at the loopback.
+#[tokio::test]
+async fn component_addr_resolves_the_plan_host_on_the_local_target() {
+    let t = target();
+    let at = t.component_addr(Some("localhost"), 6379).await.unwrap();
+    assert!(at.ip().is_loopback(), "{at}");
+    assert_eq!(at.port(), 6379);
+    let at = t.component_addr(Some("127.0.0.2"), 5432).await.unwrap();
+    assert_eq!(at.to_string(), "127.0.0.2:5432");
+    let at = t.component_addr(None, 1883).await.unwrap();
+    assert_eq!(at.to_string(), "127.0.0.1:1883");
+}

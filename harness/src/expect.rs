@@ -52,12 +52,7 @@ fn check_stream(name: &str, s: &Stream, text: &str) -> Option<String> {
 
 /// A short, single-line rendering of a value for a reason.
 fn quote(s: &str) -> String {
-    const MAX: usize = 120;
-    let mut out: String = s.chars().take(MAX).collect();
-    if s.chars().count() > MAX {
-        out.push('…');
-    }
-    format!("{out:?}")
+    format!("{:?}", adaptest_adapters::text::clip(s, 120))
 }
 
 #[cfg(test)]

@@ -164,11 +164,21 @@ impl Dialer {
                     )
                     .await
                     .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("TLS handshake with {target}: {}", chain(&e)))?;
+                    .map_err(|e| {
+                        format!(
+                            "TLS handshake with {target}: {}",
+                            crate::text::error_chain(&e)
+                        )
+                    })?;
                 handshake(stream).await
             }
         }
-        .map_err(|e| format!("HTTP/1.1 handshake with {target}: {}", chain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "HTTP/1.1 handshake with {target}: {}",
+                crate::text::error_chain(&e)
+            )
+        })?;
         Ok(Conn { tx, local })
     }
 }
@@ -184,21 +194,6 @@ where
         }
     });
     Ok(tx)
-}
-
-/// An error with its sources, `outer: inner: …` (hyper and rustls put the cause in the chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut reason = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        if !reason.contains(&s_text) {
-            reason.push_str(": ");
-            reason.push_str(&s_text);
-        }
-        src = s.source();
-    }
-    reason
 }
 
 struct HttpSession {
@@ -405,7 +400,7 @@ impl HttpSession {
         headers: &[(HeaderName, HeaderValue)],
         body: &Bytes,
     ) -> Result<Value, ComponentError> {
-        let lost = |e: &hyper::Error| format!("{what}: {}", chain(e));
+        let lost = |e: &hyper::Error| format!("{what}: {}", crate::text::error_chain(e));
         let req = self.build(op, method, target, headers, body)?;
         let (sent, local, kept_alive) = self.send(what, req).await?;
         let (resp, local) = match sent {
@@ -445,8 +440,10 @@ impl HttpSession {
         let mut hash = Sha256::new();
         while let Some(frame) = self.net.op(what, body.frame()).await? {
             let frame = frame.map_err(|e| {
-                self.net
-                    .lost(format!("{what} (reading the body): {}", chain(&e)))
+                self.net.lost(format!(
+                    "{what} (reading the body): {}",
+                    crate::text::error_chain(&e)
+                ))
             })?;
             let Ok(chunk) = frame.into_data() else {
                 continue; // trailers

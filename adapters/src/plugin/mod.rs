@@ -522,12 +522,7 @@ pub(crate) fn unwrap_response(text: &str) -> Result<Value, (ErrorKind, String)> 
 
 /// At most 200 characters of a text, for messages.
 pub(crate) fn excerpt(s: &str) -> String {
-    let s = s.trim();
-    if s.chars().count() <= 200 {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(200).collect::<String>())
-    }
+    crate::text::clip(s.trim(), 200)
 }
 
 #[cfg(test)]

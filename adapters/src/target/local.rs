@@ -119,6 +119,30 @@ impl Target for LocalTarget {
             })
     }
 
+    async fn component_addr(
+        &self,
+        host: Option<&str>,
+        port: u16,
+    ) -> Result<std::net::SocketAddr, TargetError> {
+        let Some(host) = host else {
+            return self.connect_addr(port).await;
+        };
+        let resolve = |source| TargetError::Resolve {
+            host: host.to_string(),
+            source,
+        };
+        tokio::net::lookup_host((host, port))
+            .await
+            .map_err(resolve)?
+            .next()
+            .ok_or_else(|| {
+                resolve(std::io::Error::new(
+                    ErrorKind::NotFound,
+                    "it has no address",
+                ))
+            })
+    }
+
     async fn stop(&self) -> Result<(), TargetError> {
         Ok(())
     }

@@ -128,6 +128,12 @@ pub enum TargetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot resolve {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where work runs. Every target is driven with plain `/bin/sh`: nothing is installed on it.
@@ -161,6 +167,19 @@ pub trait Target: Send + Sync {
     /// forwards it when it is not the local host). Component adapters connect here.
     async fn connect_addr(&self, port: u16) -> Result<std::net::SocketAddr, TargetError> {
         Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Where a component adapter connects to reach a component the plan places at `host`
+    /// (`None`: on the target) and TCP `port`. The default reaches `port` on the target through
+    /// [`Target::connect_addr`], whatever `host` says; a target that runs here (`local`)
+    /// resolves `host` itself, so the engine needs no special case per kind.
+    async fn component_addr(
+        &self,
+        host: Option<&str>,
+        port: u16,
+    ) -> Result<std::net::SocketAddr, TargetError> {
+        let _ = host;
+        self.connect_addr(port).await
     }
 
     /// Copy `bytes` into `path` on the target (parents must exist). The default goes through

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::env_probe::{environment_from, probe_request};
 use crate::image::Arch;
+use crate::text::error_chain;
 use adaptest_schema::Environment;
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
 use std::collections::HashMap;
@@ -393,7 +394,7 @@ impl SshTarget {
             self.unreachable(format!(
                 "cannot connect over ssh to {}: {}",
                 self.destination(),
-                chain(&e)
+                error_chain(&e)
             ))
         })
     }
@@ -427,14 +428,14 @@ impl SshTarget {
                 "the ssh connection to {} was lost while running `{}`: {}; {}",
                 self.destination(),
                 super::short_command(command),
-                chain(&e),
-                chain(&check)
+                error_chain(&e),
+                error_chain(&check)
             ));
         }
         TargetError::Spawn {
             target: self.id.clone(),
             command: super::short_command(command),
-            source: std::io::Error::other(chain(&e)),
+            source: std::io::Error::other(error_chain(&e)),
         }
     }
 
@@ -476,7 +477,7 @@ impl SshTarget {
         );
         match quiet_status(session, &cmd, KILL_TIMEOUT).await {
             Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(chain(&e)),
+            Some(Err(e)) => Err(error_chain(&e)),
             None => Err(format!(
                 "the kill script did not finish within {KILL_TIMEOUT:?}"
             )),
@@ -639,21 +640,6 @@ async fn drain_into(pipe: Option<impl AsyncRead + Unpin>, mut push: impl FnMut(&
             Err(_) => return,
         }
     }
-}
-
-/// `outer: inner: …` for an error and its sources.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !t.is_empty() && !s.ends_with(&t) {
-            s.push_str(": ");
-            s.push_str(t.trim());
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Kills the remote tree when an exec is dropped before it finished (its caller gave up).
@@ -920,7 +906,7 @@ impl Target for SshTarget {
                 self.unreachable(format!(
                     "closing the ssh connection to {} failed: {}",
                     self.destination(),
-                    chain(&e)
+                    error_chain(&e)
                 ))
             }),
             Err(_) => Ok(()),
@@ -954,7 +940,7 @@ impl Target for SshTarget {
                     "forwarding 127.0.0.1:{} to port {port} on {} failed: {}",
                     listen.port(),
                     self.destination(),
-                    chain(&e)
+                    error_chain(&e)
                 ))
             })?;
         forwards.insert(port, listen);

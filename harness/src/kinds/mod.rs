@@ -75,7 +75,7 @@ impl CaseOutcome {
     /// mistake (arguments the adapter refuses) are `error`; what the component answered
     /// (including that it lacks an operation of its capability) is `failed`.
     pub fn from_error(e: &ComponentError, prefix: &str) -> Self {
-        let reason = format!("{prefix}{}", crate::engine::error_chain(e));
+        let reason = format!("{prefix}{}", adaptest_adapters::text::error_chain(e));
         if is_infra(e) || is_suite_error(e) {
             Self::error(reason)
         } else {

@@ -72,12 +72,7 @@ pub fn result_text(v: &Value) -> String {
 }
 
 fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 120 {
-        format!("{}…", s.chars().take(120).collect::<String>())
-    } else {
-        s
-    }
+    adaptest_adapters::text::clip(&v.to_string(), 120)
 }
 
 /// Run every step; the first unmet expectation ends the case.
@@ -279,7 +274,7 @@ async fn shell(
     } else {
         format!(
             "command {how}: {}",
-            crate::engine::excerpt(stderr.as_bytes(), 300)
+            adaptest_adapters::text::excerpt(stderr.as_bytes(), 300)
         )
     }))
 }

@@ -5,9 +5,10 @@ use super::machine::{Accel, Launch, Machine, Root};
 use super::ports::wait_ready;
 use super::process::{Qemu, spawn_qemu, tail_lines};
 use super::warm::{self, StartError};
-use super::{Guest, QemuSystemTarget, StartInfo, crate_chain, kvm};
+use super::{Guest, QemuSystemTarget, StartInfo, kvm};
 use crate::image::Arch;
 use crate::target::{AccelChoice, SshTarget, Target};
+use crate::text::error_chain;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -135,7 +136,7 @@ impl QemuSystemTarget {
             qemu.kill_and_wait().await;
             return Err(format!(
                 "the guest booted but SSH login failed: {}",
-                crate_chain(&e)
+                error_chain(&e)
             ));
         }
         start.login_seconds = login_started.elapsed().as_secs_f64();
@@ -172,7 +173,7 @@ impl QemuSystemTarget {
                 Err(e) => tracing::warn!(
                     "{}: setting the restored guest's clock failed: {}",
                     self.id,
-                    crate_chain(&e)
+                    error_chain(&e)
                 ),
             }
         }

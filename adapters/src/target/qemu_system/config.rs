@@ -2,12 +2,13 @@
 //! ([`parse`]), then resolved (image found, paths absolute) into a [`Setup`] ([`create`]).
 
 use super::machine::Root;
-use super::{QemuSystemTarget, State, crate_chain};
+use super::{QemuSystemTarget, State};
 use crate::image::{self, Arch};
 use crate::target::{
     AccelChoice, ConfigProblem, Field, GuestSource, OwnGuest, QemuSystemConfig, TargetConfig,
     TargetContext, TargetError, TargetFields,
 };
+use crate::text::error_chain;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -242,7 +243,7 @@ pub(in crate::target) fn create(
         match &q.guest {
             GuestSource::Image(spec) => {
                 let img = image::resolve(spec, &ctx.cache_dir)
-                    .map_err(|e| unreachable(crate_chain(&e)))?;
+                    .map_err(|e| unreachable(error_chain(&e)))?;
                 if img.manifest.arch != arch {
                     return Err(unreachable(format!(
                         "image {} is {}, but the target's arch is {arch}",
@@ -266,7 +267,7 @@ pub(in crate::target) fn create(
                     append.push(' ');
                     append.push_str(&user_append);
                 }
-                let host_key = img.host_key().map_err(|e| unreachable(crate_chain(&e)))?;
+                let host_key = img.host_key().map_err(|e| unreachable(error_chain(&e)))?;
                 (
                     Some(img.kernel()),
                     Some(img.initrd()),

@@ -121,17 +121,6 @@ impl std::fmt::Debug for QemuSystemTarget {
     }
 }
 
-fn crate_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 impl QemuSystemTarget {
     fn unreachable(&self, reason: String) -> TargetError {
         TargetError::Unreachable {

@@ -1,9 +1,9 @@
 //! Ports into a guest: the `hostfwd` rules QEMU set up at launch and readiness (the guest's
 //! sshd greeting through its forward), and forwards added at run time over QMP.
 
-use super::crate_chain;
 use super::process::Qemu;
 use super::qmp::{self, Qmp};
+use crate::text::error_chain;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -16,10 +16,10 @@ pub(super) async fn wait_ready(
 ) -> Result<HashMap<u16, u16>, String> {
     let remaining = || deadline.saturating_duration_since(Instant::now());
     let mut qmp = tokio::select! {
-        q = Qmp::connect(&qemu.qmp, remaining().min(Duration::from_secs(30))) => q.map_err(|e| crate_chain(&e))?,
+        q = Qmp::connect(&qemu.qmp, remaining().min(Duration::from_secs(30))) => q.map_err(|e| error_chain(&e))?,
         exit = qemu.ended() => return Err(format!("QEMU {exit} while starting")),
     };
-    let usernet = qmp.hmp("info usernet").await.map_err(|e| crate_chain(&e))?;
+    let usernet = qmp.hmp("info usernet").await.map_err(|e| error_chain(&e))?;
     drop(qmp);
     let hostfwd: HashMap<u16, u16> = qmp::parse_hostfwd(&usernet).into_iter().collect();
     let Some(&port) = hostfwd.get(&ssh_port) else {

@@ -12,14 +12,15 @@
 //! last); its `disk.qcow2` is never written again after the save, since per-run overlays use it
 //! as a read-only backing file.
 
+use super::QUIT_GRACE;
 use super::QemuSystemTarget;
 use super::boot::create_overlay;
 use super::machine::{Launch, Machine, Root};
 use super::ports::wait_ready;
 use super::process::{Qemu, spawn_qemu};
 use super::qmp::{self, Qmp};
-use super::{QUIT_GRACE, crate_chain};
 use crate::file_lock::FileLock;
+use crate::text::error_chain;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -332,29 +333,29 @@ impl QemuSystemTarget {
 async fn resume_after_incoming(qemu: &Qemu, state: &Path, deadline: Instant) -> Result<(), String> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut q = tokio::select! {
-        q = Qmp::connect(&qemu.qmp, remaining.min(Duration::from_secs(30))) => q.map_err(|e| crate_chain(&e))?,
+        q = Qmp::connect(&qemu.qmp, remaining.min(Duration::from_secs(30))) => q.map_err(|e| error_chain(&e))?,
         exit = qemu.ended() => return Err(format!("QEMU {exit} while loading the saved state")),
     };
     q.execute("migrate-set-capabilities", Some(ignore_shared()))
         .await
-        .map_err(|e| crate_chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     let uri = format!(
         "exec:cat {}",
         crate::target::shell_quote(&state.to_string_lossy())
     );
     q.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
         .await
-        .map_err(|e| crate_chain(&e))?;
+        .map_err(|e| error_chain(&e))?;
     loop {
         let st = q
             .execute("query-status", None)
             .await
-            .map_err(|e| crate_chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         match st["status"].as_str().unwrap_or("") {
             "running" => return Ok(()),
             "inmigrate" => {}
             _ => {
-                q.execute("cont", None).await.map_err(|e| crate_chain(&e))?;
+                q.execute("cont", None).await.map_err(|e| error_chain(&e))?;
                 return Ok(());
             }
         }
@@ -375,8 +376,8 @@ fn ignore_shared() -> serde_json::Value {
 async fn save_state(qmp_path: &Path, file: &Path) -> Result<(), String> {
     let mut q = Qmp::connect(qmp_path, Duration::from_secs(10))
         .await
-        .map_err(|e| crate_chain(&e))?;
-    let e = |e: qmp::QmpError| crate_chain(&e);
+        .map_err(|e| error_chain(&e))?;
+    let e = |e: qmp::QmpError| error_chain(&e);
     q.execute(
         "migrate-set-parameters",
         Some(serde_json::json!({ "max-bandwidth": 8u64 << 30 })),

@@ -496,14 +496,7 @@ fn flat(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut t: String = s.chars().take(max).collect();
-    t.push('…');
-    t
-}
+use adaptest_adapters::text::clip;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Mode {
@@ -621,7 +614,7 @@ impl AsyncDB for SessionDb<'_> {
                 Err(SltError::new(m, state))
             }
             Err(e) => {
-                let m = crate::engine::error_chain(&e);
+                let m = adaptest_adapters::text::error_chain(&e);
                 self.shared.lock().expect("not poisoned").fatal =
                     Some((m.clone(), super::is_infra(&e)));
                 Err(SltError::new(m, None))
