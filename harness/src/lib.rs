@@ -2,13 +2,11 @@
 //! scheduler, the journal and resume. The `adaptest` binary is a thin shell over [`cli::main`].
 
 pub mod bundle;
-pub mod certcmd;
 pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod exit_codes;
 pub mod expect;
-pub mod image_cmd;
 pub mod journal;
 pub mod kinds;
 pub mod rundir;

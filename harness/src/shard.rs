@@ -31,11 +31,16 @@ pub struct Shard {
     pub count: u32,
 }
 
-impl FromStr for Shard {
-    type Err = String;
+/// A `--shard` argument that is not `I/N` with 1 <= I <= N.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a shard: write I/N with 1 <= I <= N, e.g. 2/3")]
+pub struct ShardParseError(pub String);
 
-    fn from_str(s: &str) -> Result<Shard, String> {
-        let bad = || format!("`{s}` is not a shard: write I/N with 1 <= I <= N, e.g. 2/3");
+impl FromStr for Shard {
+    type Err = ShardParseError;
+
+    fn from_str(s: &str) -> Result<Shard, ShardParseError> {
+        let bad = || ShardParseError(s.to_owned());
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let index: u32 = i.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
@@ -452,47 +457,6 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ShardError> {
         }
     }
     Ok(())
-}
-
-/// `adaptest merge`.
-#[derive(Debug, clap::Args)]
-pub struct MergeArgs {
-    /// The run directories of shards 1..N of one plan (any order).
-    #[arg(required = true, value_name = "RUN_DIR")]
-    pub dirs: Vec<PathBuf>,
-    /// Where the merged run directory is created.
-    #[arg(long, value_name = "DIR", default_value = "adaptest-runs")]
-    pub out: PathBuf,
-}
-
-/// Merge, print where the merged run is, and exit like the unsharded run would have.
-pub fn cmd_merge(a: MergeArgs) -> i32 {
-    match merge(&a.dirs, &a.out) {
-        Ok(m) => {
-            let s = &m.results.summary;
-            println!(
-                "merged {} shard(s) into {}: {} case(s), {} passed, {} failed, {} error, {} skipped, {} not run — {}",
-                a.dirs.len(),
-                m.dir.display(),
-                s.total,
-                s.passed + s.flaky,
-                s.failed,
-                s.error,
-                s.skipped,
-                s.not_run,
-                crate::verdict::label(m.results.certification.verdict)
-            );
-            crate::exit_codes::for_results(&m.results, m.interrupted)
-        }
-        Err(e @ (ShardError::Mismatch(_) | ShardError::Invalid { .. } | ShardError::RunDir(_))) => {
-            eprintln!("error: {}", engine::error_chain(&e));
-            crate::exit_codes::INVALID_INPUT
-        }
-        Err(e) => {
-            eprintln!("error: {}", engine::error_chain(&e));
-            crate::exit_codes::INFRA_ERROR
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,30 @@
 //! `adaptest image …`: build, find and list the guest images `qemu-system` targets boot.
 //! The work is in `adaptest_adapters::image`; this module is argument parsing and printing.
 
-use crate::engine::{cache_dir, error_chain};
+use super::CliError;
+use crate::engine::cache_dir;
 use crate::exit_codes;
 use adaptest_adapters::image::{self, Arch, ImageError, Recipe};
 use clap::{Args, Subcommand, ValueEnum};
+
+/// An `image` subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageCmdError {
+    /// Building the image failed.
+    #[error("image {name}")]
+    Build {
+        name: String,
+        #[source]
+        source: ImageError,
+    },
+    /// `image path` of an image that is not built.
+    #[error("image {name} is not built in {}; build it with `{command}`", dir.display())]
+    NotBuilt {
+        name: String,
+        dir: std::path::PathBuf,
+        command: String,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -62,70 +82,52 @@ impl RecipeArgs {
 }
 
 /// Run an `image` subcommand; returns the exit code.
-pub fn run(cmd: ImageCommand) -> i32 {
+pub fn run(cmd: ImageCommand) -> Result<i32, CliError> {
     match cmd {
         ImageCommand::Build(a) => build(&a),
         ImageCommand::Path(a) => path(&a),
-        ImageCommand::List => list(),
+        ImageCommand::List => Ok(list()),
     }
 }
 
-fn recipe_or_exit(a: &RecipeArgs) -> Result<Recipe, i32> {
-    a.recipe().map_err(|e| {
-        eprintln!("error: {}", error_chain(&e));
-        exit_codes::INVALID_INPUT
-    })
-}
-
-fn build(a: &RecipeArgs) -> i32 {
-    let recipe = match recipe_or_exit(a) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+fn build(a: &RecipeArgs) -> Result<i32, CliError> {
+    let recipe = a.recipe().map_err(CliError::invalid)?;
     let cache = cache_dir();
     let mut progress = |line: &str| eprintln!("image {}: {line}", recipe.dir_name());
-    match image::build(&recipe, &cache, &mut progress) {
-        Ok(out) => {
-            let how = if out.cached { "cached" } else { "built" };
-            eprintln!(
-                "image {} {how} in {:.1}s: {}",
-                out.image.id(),
-                out.seconds,
-                out.image.dir.display()
-            );
-            println!("{}", out.image.dir.display());
-            exit_codes::OK
+    let out = image::build(&recipe, &cache, &mut progress).map_err(|source| {
+        let invalid = matches!(source, ImageError::Recipe(_));
+        let e = ImageCmdError::Build {
+            name: recipe.dir_name(),
+            source,
+        };
+        if invalid {
+            CliError::invalid(e)
+        } else {
+            CliError::infra(e)
         }
-        Err(e) => {
-            eprintln!("error: image {}: {}", recipe.dir_name(), error_chain(&e));
-            match e {
-                ImageError::Recipe(_) => exit_codes::INVALID_INPUT,
-                _ => exit_codes::INFRA_ERROR,
-            }
-        }
-    }
+    })?;
+    let how = if out.cached { "cached" } else { "built" };
+    eprintln!(
+        "image {} {how} in {:.1}s: {}",
+        out.image.id(),
+        out.seconds,
+        out.image.dir.display()
+    );
+    println!("{}", out.image.dir.display());
+    Ok(exit_codes::OK)
 }
 
-fn path(a: &RecipeArgs) -> i32 {
-    let recipe = match recipe_or_exit(a) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    match image::find_built(&recipe, &cache_dir()) {
-        Some(img) => {
-            println!("{}", img.dir.display());
-            exit_codes::OK
-        }
-        None => {
-            eprintln!(
-                "error: image {} is not built in {}; build it with `{}`",
-                recipe.dir_name(),
-                image::images_dir(&cache_dir()).display(),
-                recipe.command_line()
-            );
-            exit_codes::INFRA_ERROR
-        }
-    }
+fn path(a: &RecipeArgs) -> Result<i32, CliError> {
+    let recipe = a.recipe().map_err(CliError::invalid)?;
+    let img = image::find_built(&recipe, &cache_dir()).ok_or_else(|| {
+        CliError::infra(ImageCmdError::NotBuilt {
+            name: recipe.dir_name(),
+            dir: image::images_dir(&cache_dir()),
+            command: recipe.command_line(),
+        })
+    })?;
+    println!("{}", img.dir.display());
+    Ok(exit_codes::OK)
 }
 
 fn list() -> i32 {
