@@ -353,7 +353,11 @@ pub fn parse_tap(text: &str) -> ImportReport {
 
 /// Close a stream: a skipped plan, a plan mismatch, tests out of sequence; then give every
 /// failed test of it the first line of its diagnostics as its reason.
-pub(super) fn finish_stream(report: &mut ImportReport, seen: &mut HashSet<String>, stream: &mut Stream) {
+pub(super) fn finish_stream(
+    report: &mut ImportReport,
+    seen: &mut HashSet<String>,
+    stream: &mut Stream,
+) {
     let starts = stream.first;
     if stream.file.is_none() && stream.plan.is_none() && stream.count == 0 {
         return; // nothing was read (e.g. the preamble before prove's first file)
