@@ -5,6 +5,8 @@
 //! whole (a fact it cannot find is left out), and prints one `key=value` line per fact, every value
 //! on a single line. Keys the parser does not know, and `extra.*` keys, go to
 //! [`Environment::extra`] so the evidence keeps them.
+//!
+//! (long because the probe script and its parser are one contract, kept in one place with the ~300 lines of tests that pin its output format)
 
 use std::collections::BTreeMap;
 use std::time::Duration;

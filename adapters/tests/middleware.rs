@@ -4,6 +4,8 @@
 //! test starts on a free port and kills by PID.
 //!
 //! Faults must give a clear error quickly, never a hang: every test bounds itself.
+//!
+//! (long because one test binary for all middleware adapters: Redis, RabbitMQ, MQTT, NATS and HTTP share the private-server helpers and one build)
 
 use adaptest_adapters::component::{
     self, ComponentConfig, ComponentError, Endpoint, Secret, Session,

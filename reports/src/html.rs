@@ -12,6 +12,8 @@
 //! [`INLINE_PASSED_MAX`] passed cases in the whole run they are not HTML rows at all but compact
 //! JSON data that the page shows [`PASSED_PAGE_SIZE`] rows at a time; only the first
 //! [`MAX_FAILURE_DETAILS`] failures get their output excerpts.
+//!
+//! (long because the template's view model: the structs `report.html.tera` reads and the code filling them are one contract with the template)
 
 use crate::error::RenderError;
 use crate::labels::{self, Labels, verdict_class};

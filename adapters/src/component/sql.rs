@@ -14,6 +14,8 @@
 //! default 300 s; embedded SQLite is not timed),
 //! `sslmode` (PostgreSQL: `disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`;
 //! MySQL: `disabled`, `preferred` (default), `required`, `verify_ca`, `verify_identity`).
+//!
+//! (long because the kind table, the settings/rows/outcome types shared with `sql_cli`, and one sqlx `Session` generic over its three drivers)
 
 use super::net::{self, Settings};
 use super::{

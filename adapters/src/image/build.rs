@@ -6,6 +6,8 @@
 //! mirror is read from the host's apt sources at run time. Work happens in
 //! `images/.build-<name>-<hash>/` under an exclusive lock and is renamed into place only when
 //! complete; a failed build leaves its directory (with `build.log`) until the next attempt.
+//!
+//! (long because the image build is one ordered sequence of steps on one `Builder`; the small file and mount helpers after it word errors in its terms)
 
 use super::guest_files::{
     GUEST_INIT, HOSTS, INITRAMFS_INIT, INITTAB, OPTIONAL_MODULES, REQUIRED_MODULES, SSHD_CONFIG,

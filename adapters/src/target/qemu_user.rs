@@ -28,6 +28,8 @@
 //!   `os-release`.
 //!
 //! `ADAPTEST_QEMU_USER_MODE=chroot|host-shell` in the harness's environment forces a mode.
+//!
+//! (long because one `Target` with the helpers only it uses: root-file-system resolution, binfmt/ELF checks, interpreter wrappers, the private mount namespace)
 
 use super::local::run_command;
 use super::{

@@ -23,6 +23,8 @@
 //! 4. On timeout or cancel, a second channel runs a kill script with that pid and group: it
 //!    freezes the group and every descendant of the wrapper (parent links in `/proc`, so
 //!    `setsid` escapees are found too), then SIGKILLs them all; then the first channel is closed.
+//!
+//! (long because one `Target` over one multiplexed connection; its exit-status marker filter and remote cleanup guard are part of that protocol; ~120 lines are tests)
 
 use super::local::{Capture, feed_stdin};
 use super::{

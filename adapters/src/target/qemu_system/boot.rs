@@ -148,10 +148,17 @@ impl QemuSystemTarget {
             // no dynamic loader runs), and no exec wrapper: each process start costs 0.1-0.5 s
             // on a guest just restored (its translated code is gone), and this is on the path
             // to the first command.
-            let seed: String = random_bytes(64)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            // A restored guest shares its entropy pool with every other restore of the
+            // snapshot: it must get fresh bytes, never a fixed fallback.
+            let seed: String = match random_bytes(64) {
+                Ok(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                Err(e) => {
+                    qemu.kill_and_wait().await;
+                    return Err(format!(
+                        "cannot reseed the restored guest: no random bytes from the host: {e}"
+                    ));
+                }
+            };
             let fixup = format!(
                 "printf %s {seed} > /dev/urandom 2>/dev/null; \
                  if [ -x /bin/busybox ]; then exec /bin/busybox date -u -s @{now} >/dev/null 2>&1; fi; \
@@ -393,10 +400,9 @@ fn private_dir() -> Result<PathBuf, String> {
     Err("cannot create a private socket directory".into())
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
+/// `n` bytes from the operating system's generator.
+fn random_bytes(n: usize) -> Result<Vec<u8>, getrandom::Error> {
     let mut buf = vec![0u8; n];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut buf);
-    }
-    buf
+    getrandom::fill(&mut buf)?;
+    Ok(buf)
 }

@@ -10,6 +10,8 @@
 //! types the record declares and compared row- or value-wise, hashed as the classic program
 //! does (`values`). Records that would reach beyond the one session are refused: `system` (use
 //! a `run` case), `include`, and named `connection`s (use a `steps` case with two sessions).
+//!
+//! (long because the sqllogictest run is one flow (labels, the `AsyncDB` bridge, result shaping); ~300 lines are its tests; `classic.rs` and `values.rs` are already split off)
 
 pub mod classic;
 pub mod values;

@@ -1,0 +1,215 @@
+//! `[[component]]` tables: ids, kinds, secrets by reference, lifecycle, options (plugins
+//! checked on this host), labels; and the implicit `os` component.
+
+use super::raw::ComponentSpecRaw;
+use super::{ComponentSpec, SecretRef, check_id, resolve_path};
+use crate::spec::diag::{Source, SpecError};
+use crate::spec::duration::parse_duration;
+use adaptest_adapters::component::{ComponentConfig, Lifecycle};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Validate the declared components and add `os` unless the plan declares its own.
+pub(super) fn parse_components(
+    source: &Source,
+    base: &Path,
+    raw: &[ComponentSpecRaw],
+    errors: &mut Vec<SpecError>,
+) -> Vec<ComponentSpec> {
+    let mut components = Vec::new();
+    let mut component_ids = HashSet::new();
+    for (i, c) in raw.iter().enumerate() {
+        check_id(source, &c.id, &format!("component[{i}].id"), errors);
+        if !component_ids.insert(c.id.get_ref().clone()) {
+            errors.push(source.error(
+                c.id.span(),
+                &format!("component[{i}].id"),
+                format!("duplicate component id `{}`", c.id.get_ref()),
+            ));
+        }
+        let kind = c.kind.get_ref();
+        if adaptest_adapters::component::component_kind(kind).is_none() {
+            errors.push(
+                source
+                    .error(
+                        c.kind.span(),
+                        &format!("component[{i}].kind"),
+                        format!("unknown component kind `{kind}`"),
+                    )
+                    .with_help(crate::spec::known_components_help()),
+            );
+        }
+        let at = |sp: Range<usize>| {
+            let (line, _) = source.line_col(sp.start);
+            format!("{}:{line}", source.name)
+        };
+        let password = match (&c.password_env, &c.password_file) {
+            (Some(e), None) => Some(SecretRef::Env {
+                var: e.get_ref().clone(),
+                at: at(e.span()),
+            }),
+            (None, Some(f)) => Some(SecretRef::File {
+                path: resolve_path(base, f.get_ref()),
+                at: at(f.span()),
+            }),
+            (Some(e), Some(_)) => {
+                errors.push(source.error(
+                    e.span(),
+                    &format!("component[{i}].password_env"),
+                    "give `password_env` or `password_file`, not both",
+                ));
+                None
+            }
+            (None, None) => None,
+        };
+        let lc = c.lifecycle.as_ref();
+        let ready_timeout = lc.and_then(|l| l.ready_timeout.as_ref()).and_then(|t| {
+            match parse_duration(t.get_ref()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errors.push(source.error(
+                        t.span(),
+                        &format!("component[{i}].lifecycle.ready_timeout"),
+                        e.to_string(),
+                    ));
+                    None
+                }
+            }
+        });
+        let mut options: BTreeMap<String, String> = c
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect();
+        // A plugin names its library or program, relative to the plan's directory; it must
+        // be there (a typo is the plan's mistake, not the product's failure at run time). A
+        // plan re-read from a run directory (`source.base` set: resume, merge) is not checked
+        // again: merging shards must work on a machine without the plugin.
+        if kind == "plugin"
+            && let Err((field, message)) =
+                adaptest_adapters::plugin::resolve_options(&mut options, base).and_then(|()| {
+                    if source.base.is_none() {
+                        plugin_file_exists(&options)
+                    } else {
+                        Ok(())
+                    }
+                })
+        {
+            errors.push(source.error(
+                c.kind.span(),
+                &format!("component[{i}].options.{field}"),
+                message,
+            ));
+        }
+        let config = ComponentConfig {
+            id: c.id.get_ref().clone(),
+            kind: kind.clone(),
+            version: c.version.clone(),
+            host: c.host.clone(),
+            port: c.port.as_ref().map(|p| *p.get_ref()),
+            user: c.user.clone(),
+            password: None,
+            database: c.database.clone(),
+            // Embedded SQLite opens `path` on the harness machine: relative to the plan. Every
+            // other kind hands it to a program on the target, where it means what it says there
+            // (a relative path: the combination's scratch directory, the client's working
+            // directory), so it is kept as written.
+            path: c.path.as_ref().map(|p| {
+                if kind == "sqlite" {
+                    resolve_path(base, p)
+                } else {
+                    PathBuf::from(p)
+                }
+            }),
+            cli: c.cli.clone(),
+            options,
+            lifecycle: Lifecycle {
+                install: lc.and_then(|l| l.install.clone()),
+                start: lc.and_then(|l| l.start.clone()),
+                ready: lc.and_then(|l| l.ready.clone()),
+                ready_timeout,
+                stop: lc.and_then(|l| l.stop.clone()),
+                uninstall: lc.and_then(|l| l.uninstall.clone()),
+            },
+        };
+        for (li, l) in c.labels.iter().enumerate() {
+            let v = l.get_ref();
+            if v.is_empty() || v.contains(|ch: char| ch.is_whitespace() || ch == '#') {
+                errors.push(source.error(
+                    l.span(),
+                    &format!("component[{i}].labels[{li}]"),
+                    format!("`{v}` is not a label (one word, no `#`)"),
+                ));
+            }
+        }
+        components.push(ComponentSpec {
+            id: c.id.get_ref().clone(),
+            kind: kind.clone(),
+            version: c.version.clone(),
+            description: c.description.clone(),
+            config,
+            password,
+            labels: c.labels.iter().map(|l| l.get_ref().clone()).collect(),
+        });
+    }
+    // The target's operating system is always available as component `os`.
+    if !component_ids.contains("os") {
+        components.push(ComponentSpec {
+            id: "os".into(),
+            kind: "os".into(),
+            version: None,
+            description: "the target's operating system".into(),
+            config: ComponentConfig {
+                id: "os".into(),
+                kind: "os".into(),
+                ..ComponentConfig::default()
+            },
+            password: None,
+            labels: Vec::new(),
+        });
+    }
+
+    components
+}
+
+/// Does the (resolved) plugin option name a library or program that exists on this host? A
+/// program without a `/` is looked up on `PATH`.
+fn plugin_file_exists(options: &BTreeMap<String, String>) -> Result<(), (&'static str, String)> {
+    use adaptest_adapters::plugin::PluginSpec;
+    let Some(Ok(spec)) = options.get("plugin").map(|t| PluginSpec::parse(t)) else {
+        return Ok(());
+    };
+    let (what, path) = match spec {
+        PluginSpec::Dylib(p) => ("plugin library", p),
+        PluginSpec::Exec { program, .. } if program.contains('/') => {
+            ("plugin program", PathBuf::from(program))
+        }
+        PluginSpec::Exec { program, .. } => {
+            let on_path = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&program).is_file()));
+            return if on_path {
+                Ok(())
+            } else {
+                Err((
+                    "plugin",
+                    format!("plugin program `{program}` is not on PATH"),
+                ))
+            };
+        }
+    };
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err((
+            "plugin",
+            format!("{what} {} does not exist", path.display()),
+        ))
+    }
+}
