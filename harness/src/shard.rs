@@ -13,7 +13,7 @@
 //! combinations it owns. Merge checks that the directories are shards 1..N of one set of inputs,
 //! each given once, owning disjoint combinations.
 
-use crate::engine::{self, StopReason};
+use crate::engine::StopReason;
 use crate::journal::{self, CaseRecord, Record};
 use crate::rundir::{self, RunMeta};
 use crate::spec::{Plan, plan::LIFECYCLE_SUITE};
@@ -231,7 +231,7 @@ fn load_shard(dir: &Path) -> Result<ShardRun, ShardError> {
     })?;
     let results = adaptest_reports::from_json(&text).map_err(|e| ShardError::Invalid {
         path: rpath,
-        message: engine::error_chain(&e),
+        message: adaptest_adapters::text::error_chain(&e),
     })?;
     let records = journal::read(&dir.join("journal.jsonl"))?;
     Ok(ShardRun {

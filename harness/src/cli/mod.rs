@@ -22,7 +22,6 @@ pub mod verify;
 pub use cover::CoverArgs;
 pub use error::{CliError, FileError};
 
-use crate::engine;
 use crate::exit_codes;
 use crate::spec::{self, SuiteSet};
 use clap::{Args, Parser, Subcommand};
@@ -136,7 +135,7 @@ fn eprint_error(e: CliError) {
             eprintln!("{:?}", miette::Report::new_boxed(d));
         }
         CliError::Invalid(e) | CliError::Infra(e) => {
-            eprintln!("error: {}", engine::error_chain(&*e));
+            eprintln!("error: {}", adaptest_adapters::text::error_chain(&*e));
         }
         e @ CliError::Rejected { .. } => {
             if let CliError::Rejected { bundle, problems } = &e {

@@ -11,7 +11,6 @@ mod record;
 mod requirements;
 mod slots;
 
-pub use adaptest_adapters::text::{error_chain, excerpt};
 pub use requirements::canonical_arch;
 
 use crate::events::EventSender;
@@ -28,8 +27,7 @@ use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes of stdout/stderr kept in results and the journal (the log keeps up to the capture limit).
-pub const EXCERPT_BYTES: usize = 4096;
+pub use crate::kinds::EXCERPT_BYTES;
 
 /// Set on every command a case runs (not on lifecycle commands, whose servers are meant to
 /// outlive them) to the combination's scope, `RUN_ID/COMBINATION;`. Processes inherit it, so a

@@ -1,6 +1,8 @@
 //! Case kinds beyond `run`: how `sql`, `steps` and `bench` cases execute through a component's
 //! protocol-neutral operations.
 
+/// Bytes of stdout/stderr kept in results and the journal (the log keeps up to the capture limit).
+pub const EXCERPT_BYTES: usize = 4096;
 pub mod bench;
 pub mod command_log;
 pub mod import;

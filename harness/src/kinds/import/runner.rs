@@ -38,7 +38,7 @@ pub async fn run(
             case.timeout,
         );
         if let Err(e) = target.exec(rm, cancel).await {
-            return CaseOutcome::error(crate::engine::error_chain(&e));
+            return CaseOutcome::error(adaptest_adapters::text::error_chain(&e));
         }
     }
     let mut req = ExecRequest::new(imp.command.clone(), case.timeout);
@@ -50,7 +50,7 @@ pub async fn run(
     req.capture_limit = CAPTURE_LIMIT;
     req.grace = grace;
     let o = match target.exec(req, cancel).await {
-        Err(e) => return CaseOutcome::error(crate::engine::error_chain(&e)),
+        Err(e) => return CaseOutcome::error(adaptest_adapters::text::error_chain(&e)),
         Ok(o) if o.cancelled => return CaseOutcome::cancelled(),
         Ok(o) => o,
     };
@@ -78,7 +78,7 @@ pub async fn run(
             Err(e) => Err(format!(
                 "the suite wrote no readable JUnit file at {f} (it {}): {}",
                 adaptest_adapters::exit_status::describe(o.exit_code, o.signal),
-                crate::engine::error_chain(&e)
+                adaptest_adapters::text::error_chain(&e)
             )),
         },
         (ImportFormat::Junit, None) => Err("a JUnit import needs `file`".into()),
@@ -98,8 +98,8 @@ pub async fn run(
     };
     outcome.exit_code = o.exit_code;
     outcome.leaked = o.leaked;
-    outcome.stdout = crate::engine::excerpt(&o.stdout, crate::engine::EXCERPT_BYTES);
-    outcome.stderr = crate::engine::excerpt(&o.stderr, crate::engine::EXCERPT_BYTES);
+    outcome.stdout = adaptest_adapters::text::excerpt(&o.stdout, crate::kinds::EXCERPT_BYTES);
+    outcome.stderr = adaptest_adapters::text::excerpt(&o.stderr, crate::kinds::EXCERPT_BYTES);
     outcome.log = log;
     outcome
 }
@@ -119,8 +119,14 @@ pub(super) fn judge(id: &str, report: ImportReport, timed_out: Option<String>) -
         let mut o = CaseOutcome {
             status: t.status,
             reason: t.reason,
-            stdout: crate::engine::excerpt(t.output.as_bytes(), crate::engine::EXCERPT_BYTES),
-            stderr: crate::engine::excerpt(t.stderr.as_bytes(), crate::engine::EXCERPT_BYTES),
+            stdout: adaptest_adapters::text::excerpt(
+                t.output.as_bytes(),
+                crate::kinds::EXCERPT_BYTES,
+            ),
+            stderr: adaptest_adapters::text::excerpt(
+                t.stderr.as_bytes(),
+                crate::kinds::EXCERPT_BYTES,
+            ),
             ..CaseOutcome::passed()
         };
         o.log = if t.stderr.is_empty() {
