@@ -103,15 +103,7 @@ pub fn cmd_compare(a: CompareArgs) -> Result<i32, CliError> {
         CompareFormat::Html => adaptest_reports::compare::to_html(&comparison, lang),
     }
     .map_err(CliError::infra)?;
-    match &a.output {
-        Some(p) => std::fs::write(p, &rendered).map_err(|source| {
-            CliError::infra(FileError::Write {
-                path: p.clone(),
-                source,
-            })
-        })?,
-        None => print!("{rendered}"),
-    }
+    super::emit(a.output.as_deref(), &rendered)?;
     if comparison.has_regressions() {
         Ok(exit_codes::REGRESSED)
     } else {

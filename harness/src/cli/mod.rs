@@ -175,6 +175,22 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Write a rendered document to `output`, or to standard output without one.
+fn emit(output: Option<&std::path::Path>, rendered: &str) -> Result<(), CliError> {
+    match output {
+        Some(p) => std::fs::write(p, rendered).map_err(|source| {
+            CliError::infra(FileError::Write {
+                path: p.to_path_buf(),
+                source,
+            })
+        }),
+        None => {
+            print!("{rendered}");
+            Ok(())
+        }
+    }
+}
+
 fn load_suites(a: &SuiteArgs) -> Result<SuiteSet, spec::LoadError> {
     spec::load_suites(!a.no_builtin, &a.suites, &[])
 }

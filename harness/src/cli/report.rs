@@ -71,14 +71,6 @@ pub fn cmd_report(a: ReportArgs) -> Result<i32, CliError> {
         ),
     }
     .map_err(CliError::infra)?;
-    match &a.output {
-        Some(p) => std::fs::write(p, &rendered).map_err(|source| {
-            CliError::infra(FileError::Write {
-                path: p.clone(),
-                source,
-            })
-        })?,
-        None => print!("{rendered}"),
-    }
+    super::emit(a.output.as_deref(), &rendered)?;
     Ok(exit_codes::OK)
 }
