@@ -401,6 +401,7 @@ impl HttpSession {
         body: &Bytes,
     ) -> Result<Value, ComponentError> {
         let lost = |e: &hyper::Error| format!("{what}: {}", crate::text::error_chain(e));
+        let with_body = !body.is_empty();
         let req = self.build(op, method, target, headers, body)?;
         let (sent, local, kept_alive) = self.send(what, req).await?;
         let (resp, local) = match sent {
@@ -457,6 +458,18 @@ impl HttpSession {
         }
         let reused = self.last_local == Some(local);
         self.last_local = Some(local);
+        if with_body && self.conn.as_ref().is_some_and(|c| !c.tx.is_ready()) {
+            // A server may answer before it has read the request body (nginx's `return` and
+            // 413 do). hyper's HTTP/1 connection whose response completed while the body was
+            // still being written then neither closes nor becomes ready for another request
+            // (hyperium/hyper#4176): waiting for it would hang the next request until its
+            // timeout. That case and a connection about to become ready cannot be told apart
+            // here, so after a request with a body the connection is kept only when it is
+            // ready at once; otherwise the next request goes over a new connection (and says
+            // so in `connection_reused`).
+            tracing::debug!("{what}: connection not ready after a request with a body; not reused");
+            self.conn = None;
+        }
         Ok(json!({
             "status": status,
             "headers": headers,
