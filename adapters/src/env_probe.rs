@@ -81,7 +81,7 @@ line /proc/sys/kernel/hostname; [ -n "$v" ] || v=$(uname -n 2>/dev/null); kv hos
 for f in /etc/os-release /usr/lib/os-release; do
     [ -r "$f" ] || continue
     while IFS='=' read -r k v || [ -n "$k" ]; do
-        case $k in ID|VERSION_ID|PRETTY_NAME) kv "raw.os_release.$k" "$v" ;; esac
+        case $k in ID|ID_LIKE|VERSION_ID|PRETTY_NAME) kv "raw.os_release.$k" "$v" ;; esac
         k=
     done < "$f"
     break
@@ -350,6 +350,9 @@ fn derive_from_raw(env: &mut Environment, raw: &BTreeMap<&str, &str>) {
             .map(unquote)
             .or_else(|| get("redhat_release").map(str::to_owned)),
     );
+    if let Some(like) = get("os_release.ID_LIKE").map(unquote) {
+        env.extra.entry("os_id_like".into()).or_insert(like);
+    }
     if env.libc == "glibc"
         && let Some(ver) = get("ldd_version").and_then(last_version)
     {

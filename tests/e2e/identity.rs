@@ -94,3 +94,101 @@ fn hardware_identity_of_this_host_is_probed_and_reported() {
         en.expect_in_stdout(first["address"].as_str().unwrap());
     }
 }
+
+/// A certified run of this host, and `env/local.json` as the platform file to edit.
+fn certified_run(sb: &Sandbox) -> (std::path::PathBuf, serde_json::Value) {
+    sb.write("plan.toml", &local_plan(&["t.id"]));
+    sb.write(
+        "suites/t.toml",
+        &suite_toml(
+            "t.id",
+            "identity",
+            "os",
+            "[[case]]\nid = \"true\"\ntitle = \"true\"\ntitle_zh = \"真\"\nrun = \"true\"\n",
+        ),
+    );
+    sb.run_own_suites(&[]).expect_code(0);
+    let dir = sb.run_dir();
+    let env = env_of(&dir, "local");
+    (dir, env)
+}
+
+#[test]
+fn inherit_covers_another_host_of_the_same_platform_but_not_another_cpu_generation() {
+    let sb = Sandbox::new();
+    let (dir, env) = certified_run(&sb);
+    let d = dir.to_str().unwrap();
+    // This host may have no DMI (a VM without it): the center's rule leaves the board out.
+    sb.write(
+        "rules.toml",
+        "[[rule]]\nid = \"cpu-os\"\ntitle = \"same CPU generation and OS\"\n\
+         same = [\"arch\", \"cpu_generation\", \"os_lineage\", \"os_major\"]\n",
+    );
+    let mut other_host = env.clone();
+    other_host["hostname"] = "another-host".into();
+    sb.write("host.json", &other_host.to_string());
+    sb.run(&[
+        "inherit",
+        d,
+        "--platform",
+        "host.json",
+        "--rules",
+        "rules.toml",
+    ])
+    .expect_code(0)
+    .expect_in_stdout("covered: `another-host`")
+    .expect_in_stdout("rule `cpu-os`");
+
+    let mut other_cpu = other_host.clone();
+    other_cpu["hardware"]["cpu"]["microarch"] = "Some Later Generation".into();
+    sb.write("cpu.json", &other_cpu.to_string());
+    sb.run(&[
+        "inherit",
+        d,
+        "--platform",
+        "cpu.json",
+        "--rules",
+        "rules.toml",
+    ])
+    .expect_code(1)
+    .expect_in_stdout("not covered")
+    .expect_in_stdout("rule `cpu-os`: cpu_generation differs")
+    .expect_in_stdout("Some Later Generation");
+
+    // The listing of covered classes names the rule.
+    sb.run(&["inherit", d, "--rules", "rules.toml"])
+        .expect_code(0)
+        .expect_in_stdout("local · rule cpu-os: covers arch");
+
+    // The default rule needs the board; when this host has none, it says why, naming the rule.
+    if env["hardware"]["dmi"]["board_name"].is_null() {
+        sb.run(&["inherit", d, "--platform", "host.json"])
+            .expect_code(1)
+            .expect_in_stdout("rule `server`: board");
+    } else {
+        sb.run(&["inherit", d, "--platform", "host.json"])
+            .expect_code(0);
+    }
+
+    // Bad input: file, line and field.
+    sb.write(
+        "bad.toml",
+        "[[rule]]\nid = \"x\"\nsame = [\"arch\",\n  \"cpu_gen\"]\n",
+    );
+    sb.run(&[
+        "inherit",
+        d,
+        "--platform",
+        "host.json",
+        "--rules",
+        "bad.toml",
+    ])
+    .expect_code(2)
+    .expect_in_stderr("bad.toml")
+    .expect_in_stderr("rule[0].same")
+    .expect_in_stderr("cpu_gen");
+    sb.write("notenv.json", "[1, 2]");
+    sb.run(&["inherit", d, "--platform", "notenv.json"])
+        .expect_code(2)
+        .expect_in_stderr("notenv.json");
+}
