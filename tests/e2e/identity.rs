@@ -192,3 +192,101 @@ fn inherit_covers_another_host_of_the_same_platform_but_not_another_cpu_generati
         .expect_code(2)
         .expect_in_stderr("notenv.json");
 }
+
+/// A plan whose component `pkg` installs with `install` and uninstalls with `uninstall`; the
+/// residue snapshot looks at a scratch root and scratch passwd/group files only (a test must not
+/// create real users). Processes and ports are allowed: other work on this machine starts
+/// daemons and servers between the two snapshots.
+fn residue_plan(sb: &Sandbox, install: &str, uninstall: &str) {
+    let d = sb.path().display().to_string();
+    std::fs::create_dir_all(sb.path().join("root/etc")).unwrap();
+    sb.write("root/etc/existing.conf", "old\n");
+    sb.write("passwd", "root:x:0:0::/root:/bin/sh\n");
+    sb.write("group", "root:x:0:\n");
+    sb.write(
+        "suites/t.toml",
+        &suite_toml(
+            "t.id",
+            "identity",
+            "os",
+            "[[case]]\nid = \"true\"\ntitle = \"true\"\ntitle_zh = \"真\"\nrun = \"true\"\n",
+        ),
+    );
+    sb.write(
+        "plan.toml",
+        &format!(
+            r#"[product]
+name = "pkg"
+version = "1"
+vendor = "test"
+
+[[target]]
+id = "local"
+kind = "local"
+
+[[component]]
+id = "pkg"
+kind = "os"
+
+[component.lifecycle]
+install = "{install}"
+uninstall = "{uninstall}"
+residue_roots = ["{d}/root"]
+residue_passwd = "{d}/passwd"
+residue_group = "{d}/group"
+residue_allow = ["process:*", "port:*", "{d}/root/var/log/pkg/*"]
+
+[[matrix]]
+targets = ["local"]
+components = ["pkg"]
+suites = ["t.id"]
+"#
+        )
+        .replace("$D", &d),
+    );
+}
+
+#[test]
+fn uninstall_residue_names_the_file_and_the_user_left_behind() {
+    let sb = Sandbox::new();
+    residue_plan(
+        &sb,
+        "echo x > $D/root/etc/pkg.conf; mkdir -p $D/root/var/log/pkg; echo l > $D/root/var/log/pkg/a.log; echo 'pkgsvc:x:990:990::/:/bin/false' >> $D/passwd",
+        "rm -f $D/root/var/log/pkg/a.log",
+    );
+    sb.run_own_suites(&[]).expect_code(1);
+    let res = crate::util::results(&sb.run_dir());
+    let item = crate::util::case(&res, "local/pkg/lifecycle", "residue");
+    assert_eq!(item["status"], "failed", "{item}");
+    let why = crate::util::reason(item);
+    let d = sb.path().display().to_string();
+    assert!(
+        why.contains(&format!("file {d}/root/etc/pkg.conf")),
+        "{why}"
+    );
+    assert!(why.contains("user pkgsvc"), "{why}");
+    assert!(why.contains("2 item(s)"), "{why}");
+    assert!(!why.contains("existing.conf"), "{why}");
+    // The report shows the item and what was left.
+    let html = std::fs::read_to_string(sb.run_dir().join("report.html")).unwrap();
+    assert!(
+        html.contains("pkgsvc"),
+        "report does not name the leftover user"
+    );
+}
+
+#[test]
+fn clean_uninstall_passes_the_residue_item() {
+    let sb = Sandbox::new();
+    residue_plan(
+        &sb,
+        "echo x > $D/root/etc/pkg.conf; echo 'pkgsvc:x:990:990::/:/bin/false' >> $D/passwd",
+        "rm -f $D/root/etc/pkg.conf; sed -i '/^pkgsvc:/d' $D/passwd",
+    );
+    sb.run_own_suites(&[]).expect_code(0);
+    let res = crate::util::results(&sb.run_dir());
+    let item = crate::util::case(&res, "local/pkg/lifecycle", "residue");
+    assert_eq!(item["status"], "passed", "{item}");
+    let install = crate::util::case(&res, "local/pkg/lifecycle", "install");
+    assert_eq!(install["status"], "passed", "{install}");
+}
