@@ -246,6 +246,9 @@ struct EnvView<'a> {
     disks: Vec<String>,
     nics: Vec<String>,
     missing: Vec<String>,
+    /// The platform classes this target's certification covers, one line per built-in rule
+    /// (empty when the target is not certified).
+    covers: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -567,7 +570,7 @@ impl<'a> View<'a> {
             env_tables: results
                 .environments
                 .values()
-                .map(EnvView::new)
+                .map(|e| EnvView::new(e).with_inheritance(e, results))
                 .collect::<Vec<_>>()
                 .chunks_mut(ENV_COLUMNS)
                 .map(|chunk| chunk.iter_mut().map(std::mem::take).collect())
@@ -823,6 +826,32 @@ impl<'a> EnvView<'a> {
             ..EnvView::default()
         }
         .with_hardware(env.hardware.as_ref())
+    }
+
+    /// When every pair on this target is certified: what each built-in inheritance rule admits.
+    fn with_inheritance(mut self, env: &Environment, results: &RunResults) -> Self {
+        let pairs: Vec<_> = results
+            .certification
+            .pairs
+            .iter()
+            .filter(|p| p.target == env.target)
+            .collect();
+        if env.hardware.is_none()
+            || pairs.is_empty()
+            || pairs
+                .iter()
+                .any(|p| p.verdict == adaptest_schema::Verdict::NotCertified)
+        {
+            return self;
+        }
+        self.covers = crate::inherit::default_rules()
+            .iter()
+            .map(|rule| match crate::inherit::covered_class(rule, env) {
+                Ok(class) => format!("{}: {class}", rule.id),
+                Err(why) => format!("{}: — ({why})", rule.id),
+            })
+            .collect();
+        self
     }
 
     /// Fill the hardware rows; a fact that is missing shows its reason instead.

@@ -89,7 +89,11 @@ fn hardware_identity_of_this_host_is_probed_and_reported() {
     let zh = sb.run(&["report", d, "--format", "html", "--lang", "zh-CN"]);
     zh.expect_code(0)
         .expect_in_stdout("CPU 标识")
-        .expect_in_stdout("PCI 设备");
+        .expect_in_stdout("PCI 设备")
+        .expect_in_stdout("认证结论可继承的平台");
+    // The run is certified: the report lists what the built-in rule admits (or why nothing).
+    en.expect_in_stdout("Certification also covers")
+        .expect_in_stdout("server: ");
     if let Some(first) = hw["pci"].as_array().and_then(|a| a.first()) {
         en.expect_in_stdout(first["address"].as_str().unwrap());
     }
