@@ -71,7 +71,7 @@ line() {
     [ -r "$1" ] || return 0
     IFS= read -r v < "$1" 2>/dev/null || :
 }
-kv extra.probe_version 2
+kv extra.probe_version 3
 
 kv arch "$(uname -m 2>/dev/null)"
 line /proc/sys/kernel/osrelease; [ -n "$v" ] || v=$(uname -r 2>/dev/null); kv kernel "$v"
@@ -81,7 +81,7 @@ line /proc/sys/kernel/hostname; [ -n "$v" ] || v=$(uname -n 2>/dev/null); kv hos
 for f in /etc/os-release /usr/lib/os-release; do
     [ -r "$f" ] || continue
     while IFS='=' read -r k v || [ -n "$k" ]; do
-        case $k in ID|VERSION_ID|PRETTY_NAME) kv "raw.os_release.$k" "$v" ;; esac
+        case $k in ID|ID_LIKE|VERSION_ID|PRETTY_NAME) kv "raw.os_release.$k" "$v" ;; esac
         k=
     done < "$f"
     break
@@ -131,6 +131,11 @@ cpuinfo=${ADAPTEST_CPUINFO:-/proc/cpuinfo}
     -e 's/^CPU implementer[[:space:]]*:[[:space:]]*/raw.cpu.implementer=/p' \
     -e 's/^CPU part[[:space:]]*:[[:space:]]*/raw.cpu.part=/p' \
     -e 's/^CPU Family[[:space:]]*:[[:space:]]*/raw.cpu.family=/p' \
+    -e 's/^CPU variant[[:space:]]*:[[:space:]]*/raw.cpu.variant=/p' \
+    -e 's/^CPU revision[[:space:]]*:[[:space:]]*/raw.cpu.revision=/p' \
+    -e 's/^cpu family[[:space:]]*:[[:space:]]*/raw.cpu.x86_family=/p' \
+    -e 's/^model[[:space:]]*:[[:space:]]*/raw.cpu.x86_model=/p' \
+    -e 's/^stepping[[:space:]]*:[[:space:]]*/raw.cpu.x86_stepping=/p' \
     -e 's/^processor[[:space:]]*:.*/raw.cpu.processor=1/p' \
     -e '/^flags.* hypervisor/s/.*/raw.cpu.hypervisor=1/p' \
     "$cpuinfo"
@@ -186,6 +191,68 @@ fi
 line /sys/devices/virtual/dmi/id/sys_vendor; kv extra.dmi_vendor "$v"
 line /sys/devices/virtual/dmi/id/product_name; kv extra.dmi_product "$v"
 line /proc/device-tree/model; kv extra.dt_model "$v"
+# Hardware identity: one `hw.*` line per fact, `hw.missing.FACT=REASON` when one cannot be read.
+# Tests point ADAPTEST_SYSFS at a fake /sys.
+sys=${ADAPTEST_SYSFS:-/sys}
+d=$sys/class/dmi/id
+if [ -d "$d" ]; then
+    for f in sys_vendor product_name board_vendor board_name bios_vendor bios_version; do
+        if [ ! -e "$d/$f" ]; then kv "hw.missing.dmi.$f" "not present"
+        elif [ ! -r "$d/$f" ]; then kv "hw.missing.dmi.$f" "not readable"
+        else
+            line "$d/$f"
+            if [ -n "$v" ]; then kv "hw.dmi.$f" "$v"; else kv "hw.missing.dmi.$f" "empty"; fi
+        fi
+    done
+else
+    kv hw.missing.dmi "not present ($d)"
+fi
+if [ -d "$sys/bus/pci/devices" ]; then
+    n=0
+    for p in "$sys"/bus/pci/devices/*; do
+        [ -e "$p/vendor" ] || continue
+        line "$p/vendor"; pv=$v; line "$p/device"; pd=$v
+        line "$p/subsystem_vendor"; ps=$v; line "$p/subsystem_device"; pss=$v
+        line "$p/class"; pc=$v
+        drv=
+        [ -L "$p/driver" ] && drv=$(readlink "$p/driver" 2>/dev/null) && drv=${drv##*/}
+        kv hw.pci "${p##*/} $pv $pd ${ps:--} ${pss:--} ${pc:--} ${drv:--}"
+        n=$((n + 1))
+    done
+    [ "$n" -gt 0 ] || kv hw.missing.pci "not present (no devices in $sys/bus/pci/devices)"
+else
+    kv hw.missing.pci "not present ($sys/bus/pci)"
+fi
+if [ -d "$sys/devices/system/node" ]; then
+    n=0
+    for p in "$sys"/devices/system/node/node[0-9]*; do [ -d "$p" ] && n=$((n + 1)); done
+    kv hw.numa_nodes "$n"
+else
+    kv hw.missing.numa "not present ($sys/devices/system/node: kernel without NUMA)"
+fi
+if [ -d "$sys/block" ]; then
+    for p in "$sys"/block/*; do
+        b=${p##*/}
+        case $b in loop*|ram*|zram*|'*') continue ;; esac
+        line "$p/size"; sz=$v
+        line "$p/queue/rotational"; rot=$v
+        line "$p/device/model"; m=$v
+        [ -n "$m" ] || { line "$p/device/name"; m=$v; }
+        kv hw.disk "$b ${sz:--} ${rot:--} $m"
+    done
+else
+    kv hw.missing.disks "not present ($sys/block)"
+fi
+if [ -d "$sys/class/net" ]; then
+    for p in "$sys"/class/net/*; do
+        [ -e "$p/device" ] || continue
+        drv=
+        [ -L "$p/device/driver" ] && drv=$(readlink "$p/device/driver" 2>/dev/null) && drv=${drv##*/}
+        kv hw.nic "${p##*/} ${drv:--}"
+    done
+else
+    kv hw.missing.nics "not present ($sys/class/net)"
+fi
 exit 0
 "##;
 
@@ -205,6 +272,7 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
     };
     let mut memory_kb = None;
     let mut raw: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut hw: Vec<(&str, &str)> = Vec::new();
     for line in output.lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
@@ -233,6 +301,10 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
                     raw.entry(name).or_insert(value);
                     continue;
                 }
+                if let Some(name) = key.strip_prefix("hw.") {
+                    hw.push((name, value));
+                    continue;
+                }
                 let name = key.strip_prefix("extra.").unwrap_or(key);
                 if !name.is_empty() {
                     env.extra.insert(name.to_owned(), text());
@@ -244,11 +316,14 @@ pub fn parse_probe(target: &str, target_kind: &str, output: &str) -> Environment
         env.memory_bytes = memory_kb.map_or(0, |kb| kb.saturating_mul(1024));
     }
     derive_from_raw(&mut env, &raw);
+    if !hw.is_empty() {
+        env.hardware = Some(crate::hardware::hardware_from(&env, &raw, &hw));
+    }
     env
 }
 
 /// A raw fact of the probe's output, unless absent or empty.
-fn fact<'a>(raw: &BTreeMap<&str, &'a str>, key: &str) -> Option<&'a str> {
+pub(crate) fn fact<'a>(raw: &BTreeMap<&str, &'a str>, key: &str) -> Option<&'a str> {
     raw.get(key).copied().filter(|v| !v.is_empty())
 }
 
@@ -275,6 +350,9 @@ fn derive_from_raw(env: &mut Environment, raw: &BTreeMap<&str, &str>) {
             .map(unquote)
             .or_else(|| get("redhat_release").map(str::to_owned)),
     );
+    if let Some(like) = get("os_release.ID_LIKE").map(unquote) {
+        env.extra.entry("os_id_like".into()).or_insert(like);
+    }
     if env.libc == "glibc"
         && let Some(ver) = get("ldd_version").and_then(last_version)
     {

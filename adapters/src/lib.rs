@@ -8,6 +8,7 @@ pub mod duration;
 pub mod env_probe;
 pub mod exit_status;
 mod file_lock;
+pub mod hardware;
 pub mod image;
 pub mod plugin;
 pub mod target;

@@ -215,6 +215,7 @@ fn generate() -> RunResults {
                     .map(|&(c, _)| (c.to_owned(), "1.0.0".to_owned()))
                     .collect(),
                 extra: BTreeMap::new(),
+                hardware: None,
             };
             (target.to_owned(), env)
         })

@@ -237,6 +237,18 @@ struct EnvView<'a> {
     kernel: &'a str,
     libc: &'a str,
     components: Vec<(&'a str, &'a str)>,
+    /// Hardware identity rows (empty strings when the target reported none).
+    hw: bool,
+    dmi: String,
+    cpu_id: String,
+    numa: String,
+    pci: Vec<String>,
+    disks: Vec<String>,
+    nics: Vec<String>,
+    missing: Vec<String>,
+    /// The platform classes this target's certification covers, one line per built-in rule
+    /// (empty when the target is not certified).
+    covers: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -558,7 +570,7 @@ impl<'a> View<'a> {
             env_tables: results
                 .environments
                 .values()
-                .map(EnvView::new)
+                .map(|e| EnvView::new(e).with_inheritance(e, results))
                 .collect::<Vec<_>>()
                 .chunks_mut(ENV_COLUMNS)
                 .map(|chunk| chunk.iter_mut().map(std::mem::take).collect())
@@ -811,7 +823,131 @@ impl<'a> EnvView<'a> {
                 .iter()
                 .map(|(name, version)| (name.as_str(), version.as_str()))
                 .collect(),
+            ..EnvView::default()
         }
+        .with_hardware(env.hardware.as_ref())
+    }
+
+    /// When every pair on this target is certified: what each built-in inheritance rule admits.
+    fn with_inheritance(mut self, env: &Environment, results: &RunResults) -> Self {
+        let pairs: Vec<_> = results
+            .certification
+            .pairs
+            .iter()
+            .filter(|p| p.target == env.target)
+            .collect();
+        if env.hardware.is_none()
+            || pairs.is_empty()
+            || pairs
+                .iter()
+                .any(|p| p.verdict == adaptest_schema::Verdict::NotCertified)
+        {
+            return self;
+        }
+        self.covers = crate::inherit::default_rules()
+            .iter()
+            .map(|rule| match crate::inherit::covered_class(rule, env) {
+                Ok(class) => format!("{}: {class}", rule.id),
+                Err(why) => format!("{}: — ({why})", rule.id),
+            })
+            .collect();
+        self
+    }
+
+    /// Fill the hardware rows; a fact that is missing shows its reason instead.
+    fn with_hardware(mut self, hw: Option<&adaptest_schema::Hardware>) -> Self {
+        let Some(hw) = hw else { return self };
+        let why = |fact: &str| {
+            hw.missing
+                .get(fact)
+                .map_or_else(|| "—".to_owned(), |r| format!("— ({r})"))
+        };
+        self.hw = true;
+        self.dmi = if hw.dmi.is_empty() {
+            why("dmi")
+        } else {
+            [
+                "sys_vendor",
+                "product_name",
+                "board_vendor",
+                "board_name",
+                "bios_vendor",
+                "bios_version",
+            ]
+            .iter()
+            .filter_map(|k| hw.dmi.get(*k).map(|v| format!("{k}: {v}")))
+            .collect::<Vec<_>>()
+            .join("; ")
+        };
+        let c = &hw.cpu;
+        self.cpu_id = if c.family.is_empty() && c.model.is_empty() {
+            c.microarch.clone()
+        } else {
+            format!(
+                "{} family {} model {} stepping {} — {}",
+                c.vendor, c.family, c.model, c.stepping, c.microarch
+            )
+        };
+        self.numa = if hw.numa_nodes == 0 {
+            why("numa")
+        } else {
+            hw.numa_nodes.to_string()
+        };
+        self.pci = hw
+            .pci
+            .iter()
+            .map(|d| {
+                let drv = if d.driver.is_empty() {
+                    "-"
+                } else {
+                    d.driver.as_str()
+                };
+                format!("{} {} [{}] {}", d.address, d.four_tuple(), d.class, drv)
+            })
+            .collect();
+        if self.pci.is_empty() {
+            self.pci.push(why("pci"));
+        }
+        self.disks = hw
+            .disks
+            .iter()
+            .map(|d| {
+                let kind = match d.rotational {
+                    Some(true) => " HDD",
+                    Some(false) => " SSD",
+                    None => "",
+                };
+                format!(
+                    "{} {} {:.1} GiB{kind}",
+                    d.name,
+                    d.model,
+                    d.size_bytes as f64 / (1u64 << 30) as f64
+                )
+            })
+            .collect();
+        if self.disks.is_empty() {
+            self.disks.push(why("disks"));
+        }
+        self.nics = hw
+            .nics
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} ({})",
+                    n.name,
+                    if n.driver.is_empty() { "-" } else { &n.driver }
+                )
+            })
+            .collect();
+        if self.nics.is_empty() {
+            self.nics.push(why("nics"));
+        }
+        self.missing = hw
+            .missing
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        self
     }
 }
 

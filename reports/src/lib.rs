@@ -13,6 +13,7 @@ pub mod compare;
 pub mod error;
 pub mod fingerprint;
 pub mod html;
+pub mod inherit;
 pub mod json;
 pub mod junit;
 mod labels;

@@ -15,6 +15,8 @@
 
 pub mod events;
 pub mod exit_codes;
+pub mod hardware;
 pub mod results;
 
+pub use hardware::*;
 pub use results::*;

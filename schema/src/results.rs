@@ -104,6 +104,9 @@ pub struct Environment {
     pub components: BTreeMap<String, String>,
     /// Anything else the probe reported, kept verbatim for the evidence.
     pub extra: BTreeMap<String, String>,
+    /// DMI, PCI, CPU ids, NUMA, disks and NICs (optional: older probes reported none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<crate::hardware::Hardware>,
 }
 
 /// One suite run for one target × component pair.

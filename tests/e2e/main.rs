@@ -18,6 +18,7 @@ mod certification;
 mod chromium;
 mod compare;
 mod default_run;
+mod identity;
 mod import;
 mod integrity;
 mod journal_resume;

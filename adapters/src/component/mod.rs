@@ -209,6 +209,21 @@ pub struct Lifecycle {
     pub ready_timeout: Option<Duration>,
     pub stop: Option<String>,
     pub uninstall: Option<String>,
+    /// Snapshot the target before `install` and after `uninstall`; what is left is a
+    /// certification item (`residue`).
+    pub residue: Option<Residue>,
+}
+
+/// Where the uninstall residue check looks, and what it may find left.
+#[derive(Debug, Clone, Default)]
+pub struct Residue {
+    /// Directories whose files are listed (default `/etc /usr /opt /var/lib /var/log`).
+    pub roots: Vec<String>,
+    /// The passwd and group files whose names are compared (default `/etc/passwd /etc/group`).
+    pub passwd: String,
+    pub group: String,
+    /// Globs of leftovers that do not fail the item (`/var/log/foo/*`, `user:foo`).
+    pub allow: Vec<String>,
 }
 
 /// A component as configured in a plan (`[[component]]`), secrets already resolved from their

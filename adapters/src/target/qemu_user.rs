@@ -552,6 +552,12 @@ impl Target for QemuUserTarget {
             .insert("qemu_user_mode".into(), mode.name().into());
         env.extra
             .insert("rootfs".into(), root.display().to_string());
+        if let Some(hw) = env.hardware.as_mut() {
+            crate::hardware::mark_emulated(
+                hw,
+                "qemu-user: /sys and /proc are the host's, the CPU is translated",
+            );
+        }
         if let Mode::HostShell { wrappers } = &mode {
             // The shell and the probe's tools are partly the host's: keep only what is the
             // root's own.

@@ -10,6 +10,7 @@ pub mod cover;
 pub mod env;
 pub mod error;
 pub mod image;
+pub mod inherit;
 pub mod keygen;
 pub mod list;
 pub mod merge;
@@ -64,6 +65,8 @@ enum Command {
     /// Build and list guest images for `qemu-system` targets.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Does a new platform inherit a run's certification? (0 covered, 1 not, 2 bad input)
+    Inherit(inherit::InheritArgs),
     /// Merge the run directories of `run --shard I/N` (all N) into one run and its reports.
     Merge(merge::MergeArgs),
 }
@@ -111,6 +114,7 @@ pub fn main() -> i32 {
         Command::Compare(a) => compare::cmd_compare(a),
         Command::Image(c) => image::run(c),
         Command::Merge(a) => merge::cmd_merge(a),
+        Command::Inherit(a) => inherit::cmd_inherit(a),
     };
     match outcome {
         Ok(code) => code,

@@ -205,6 +205,12 @@ pub(super) async fn recorded_step(
 pub(super) async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), String> {
     pair.setup
         .get_or_init(|| async {
+            if let Some(r) = &pair.spec.config.lifecycle.residue
+                && pair.spec.config.lifecycle.install.is_some()
+                && let Err(why) = super::residue::before(ctx, pair, r).await
+            {
+                tracing::warn!("component `{}`: residue snapshot: {why}", pair.spec.id);
+            }
             for step in ["install", "start", "ready"] {
                 match recorded_step(ctx, pair, step, workdir, &ctx.cancel).await {
                     Ok(Ok(())) => {}
@@ -226,6 +232,20 @@ pub(super) async fn teardown(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Resul
         if let Err(why) = recorded_step(ctx, pair, step, workdir, &never).await? {
             tracing::warn!("{why}");
         }
+    }
+    let case = pair.lifecycle.as_ref().and_then(|combo| {
+        combo
+            .suite
+            .cases
+            .iter()
+            .find(|c| c.id == crate::spec::plan::RESIDUE_CASE)
+            .map(|c| (combo, c))
+    });
+    if let (Some(r), Some((combo, case))) = (&pair.spec.config.lifecycle.residue, case) {
+        let started = Instant::now();
+        let outcome = super::residue::after(ctx, pair, r).await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        record(ctx, combo, case, 1, ms, outcome).await?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod combination;
 mod lifecycle;
 mod record;
 mod requirements;
+mod residue;
 mod slots;
 
 pub use requirements::canonical_arch;

@@ -4,6 +4,7 @@ pub mod diag;
 pub mod duration;
 pub mod glob;
 pub mod import;
+pub mod inherit;
 pub mod kinds;
 pub mod plan;
 pub mod suite;

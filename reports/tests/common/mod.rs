@@ -43,6 +43,7 @@ fn environment(target: &str, kind: &str, arch: &str) -> Environment {
         hostname: format!("{target}-host"),
         components: BTreeMap::from([("postgres".to_owned(), "16.4".to_owned())]),
         extra: BTreeMap::new(),
+        hardware: None,
     }
 }
 

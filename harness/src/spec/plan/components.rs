@@ -137,6 +137,30 @@ pub(super) fn parse_components(
                 ready_timeout,
                 stop: lc.and_then(|l| l.stop.clone()),
                 uninstall: lc.and_then(|l| l.uninstall.clone()),
+                residue: lc.and_then(|l| {
+                    let wanted = l.residue.unwrap_or(
+                        l.residue_roots.is_some()
+                            || l.residue_passwd.is_some()
+                            || l.residue_group.is_some()
+                            || !l.residue_allow.is_empty(),
+                    );
+                    wanted.then(|| adaptest_adapters::component::Residue {
+                        roots: l.residue_roots.clone().unwrap_or_else(|| {
+                            ["/etc", "/usr", "/opt", "/var/lib", "/var/log"]
+                                .map(String::from)
+                                .to_vec()
+                        }),
+                        passwd: l
+                            .residue_passwd
+                            .clone()
+                            .unwrap_or_else(|| "/etc/passwd".into()),
+                        group: l
+                            .residue_group
+                            .clone()
+                            .unwrap_or_else(|| "/etc/group".into()),
+                        allow: l.residue_allow.clone(),
+                    })
+                }),
             },
         };
         for (li, l) in c.labels.iter().enumerate() {

@@ -11,6 +11,9 @@ use std::sync::Arc;
 /// Suite id of the synthetic lifecycle combinations.
 pub const LIFECYCLE_SUITE: &str = "lifecycle";
 
+/// Case id of the uninstall residue item (when the component asks for it).
+pub const RESIDUE_CASE: &str = "residue";
+
 /// Give every target × component pair whose component declares lifecycle commands a
 /// `target/component/lifecycle` combination (install, start, ready, stop, uninstall as cases),
 /// placed before the pair's first suite: installation and start-up are certification items.
@@ -61,7 +64,18 @@ fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
         .lifecycle
         .ready_timeout
         .unwrap_or(std::time::Duration::from_secs(300));
-    let cases = lifecycle_cases(&spec.config.lifecycle)
+    let l = &spec.config.lifecycle;
+    let residue =
+        (l.residue.is_some() && l.install.is_some() && l.uninstall.is_some()).then(|| {
+            (
+                RESIDUE_CASE,
+                "Nothing left after uninstallation",
+                "卸载无残留",
+                l.uninstall.as_ref().expect("checked"),
+            )
+        });
+    let cases: Vec<Case> = lifecycle_cases(&spec.config.lifecycle)
+        .chain(residue)
         .map(|(id, title, title_zh, cmd)| Case {
             id: id.to_string(),
             title: title.to_string(),

@@ -8,7 +8,7 @@ mod raw;
 mod targets;
 mod waivers;
 
-pub use lifecycle::{LIFECYCLE_SUITE, lifecycle_cases};
+pub use lifecycle::{LIFECYCLE_SUITE, RESIDUE_CASE, lifecycle_cases};
 
 use super::diag::{Source, SpecError, SpecErrors, from_toml_error};
 use super::glob::glob_match;

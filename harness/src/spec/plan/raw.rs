@@ -214,6 +214,13 @@ pub(super) struct LifecycleRaw {
     pub(super) ready_timeout: Option<Spanned<String>>,
     pub(super) stop: Option<String>,
     pub(super) uninstall: Option<String>,
+    /// Check what `uninstall` leaves behind (implied by any `residue_*` field).
+    pub(super) residue: Option<bool>,
+    pub(super) residue_roots: Option<Vec<String>>,
+    pub(super) residue_passwd: Option<String>,
+    pub(super) residue_group: Option<String>,
+    #[serde(default)]
+    pub(super) residue_allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
