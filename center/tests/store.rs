@@ -30,7 +30,43 @@ fn results(run_id: &str, status: &str) -> Vec<u8> {
 async fn ingest_is_whole_and_idempotent_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("c.sqlite3");
-    let store = Store::open(db.to_str().unwrap()).await.unwrap();
+    ingest_is_whole_and_idempotent(db.to_str().unwrap()).await;
+}
+
+/// The same on the loopback PostgreSQL (trust auth), in a private database dropped afterwards.
+#[tokio::test]
+async fn ingest_is_whole_and_idempotent_on_postgresql() {
+    use sqlx::Connection as _;
+    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
+    let name = format!("adaptest_center_{}_store", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("the loopback PostgreSQL (scripts/services.sh starts it)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let outcome = tokio::spawn(async move { ingest_is_whole_and_idempotent(&url).await }).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+async fn ingest_is_whole_and_idempotent(url: &str) {
+    let store = Store::open(url).await.unwrap();
     let prov = Provenance {
         uploader: "lab".into(),
         ..Default::default()
@@ -57,8 +93,9 @@ async fn ingest_is_whole_and_idempotent_on_sqlite() {
         .unwrap();
     assert_eq!(runs, 1);
     // Reopening does not re-run the migration.
+    store.pool.close().await;
     drop(store);
-    let store = Store::open(db.to_str().unwrap()).await.unwrap();
+    let store = Store::open(url).await.unwrap();
     let mut bad: serde_json::Value = serde_json::from_slice(&a).unwrap();
     bad["schema_version"] = 999.into();
     let e = store
@@ -69,4 +106,5 @@ async fn ingest_is_whole_and_idempotent_on_sqlite() {
     let t = store.add_token("lab").await.unwrap();
     assert_eq!(store.check_token(&t).await.unwrap().as_deref(), Some("lab"));
     assert_eq!(store.check_token("adc_wrong").await.unwrap(), None);
+    store.pool.close().await;
 }
