@@ -9,6 +9,7 @@ mod combination;
 mod lifecycle;
 mod record;
 mod requirements;
+mod resources;
 mod slots;
 
 pub use requirements::canonical_arch;
@@ -180,6 +181,7 @@ pub async fn execute(
                         .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
                         .clone()
                 }),
+                profile: std::sync::Mutex::new(Vec::new()),
             })
         });
         pair.remaining.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 /// Suite id of the synthetic lifecycle combinations.
 pub const LIFECYCLE_SUITE: &str = "lifecycle";
+/// Case id of the resource-profile item in a pair's lifecycle combination.
+pub const RESOURCES_CASE: &str = "resources";
 
 /// Give every target × component pair whose component declares lifecycle commands a
 /// `target/component/lifecycle` combination (install, start, ready, stop, uninstall as cases),
@@ -23,7 +25,8 @@ pub(super) fn with_lifecycle(
     for c in combos {
         let spec = components.iter().find(|x| x.id == c.component);
         if let Some(spec) = spec
-            && lifecycle_cases(&spec.config.lifecycle).next().is_some()
+            && (lifecycle_cases(&spec.config.lifecycle).next().is_some()
+                || spec.resources.is_some())
             && done.insert((c.target.clone(), c.component.clone()))
         {
             out.push(Combination {
@@ -61,7 +64,18 @@ fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
         .lifecycle
         .ready_timeout
         .unwrap_or(std::time::Duration::from_secs(300));
+    // The resource profile is an item of the lifecycle combination, judged at teardown (it is
+    // never run as a command: its "command" says what it is, for the log).
+    let profile = spec.resources.as_ref().map(|_| {
+        (
+            RESOURCES_CASE,
+            "Resource profile (idle and under load)",
+            "资源占用（空闲与负载）",
+            &spec.id,
+        )
+    });
     let cases = lifecycle_cases(&spec.config.lifecycle)
+        .chain(profile)
         .map(|(id, title, title_zh, cmd)| Case {
             id: id.to_string(),
             title: title.to_string(),
