@@ -171,7 +171,15 @@ struct View<'a> {
     failures_total: usize,
     waivers: Vec<WaiverView<'a>>,
     metrics: Vec<MetricView<'a>>,
+    /// Inline SVG charts of the `resources` items (one per component profiled).
+    resource_charts: Vec<ResourceChart>,
     pairs: Vec<PairView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResourceChart {
+    combination: String,
+    svg: String,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -404,6 +412,7 @@ impl<'a> View<'a> {
         let mut failures = Vec::new();
         let mut failures_total = 0;
         let mut metrics = Vec::new();
+        let mut resource_charts = Vec::new();
         let mut mandatory_not_run = 0;
 
         let mut suites: Vec<SuiteGroup<'a>> = Vec::new();
@@ -420,6 +429,15 @@ impl<'a> View<'a> {
                 let level = t.level(case.level);
                 if case.level == Level::Mandatory && case.status == Status::NotRun {
                     mandatory_not_run += 1;
+                }
+                if case.id == "resources"
+                    && combination.id.ends_with("/lifecycle")
+                    && let Some(svg) = resource_svg(&case.metrics, t)
+                {
+                    resource_charts.push(ResourceChart {
+                        combination: combination.id.clone(),
+                        svg,
+                    });
                 }
                 metrics.extend(case.metrics.iter().map(|m| MetricView {
                     combination: &combination.id,
@@ -599,6 +617,7 @@ impl<'a> View<'a> {
                 })
                 .collect(),
             metrics,
+            resource_charts,
             pairs: certification
                 .pairs
                 .iter()
@@ -1012,6 +1031,99 @@ pub(crate) fn pick<'a>(lang: Lang, en: &'a str, zh: &'a str) -> &'a str {
     } else {
         first
     }
+}
+
+/// An inline SVG of a resource profile: per phase, bars of CPU (avg and max, % of one core)
+/// and RSS (avg and max, MiB), drawn from the item's `phase/quantity.stat` metrics; no script,
+/// no external fetch, prints as it shows. `None` without CPU or RSS metrics.
+fn resource_svg(metrics: &[crate::schema::Metric], t: &Labels) -> Option<String> {
+    use std::fmt::Write as _;
+    let get = |phase: &str, q: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == format!("{phase}/{q}"))
+            .map(|m| m.value)
+    };
+    let mut phases: Vec<&str> = Vec::new();
+    for m in metrics {
+        if let Some((p, "cpu_pct.avg")) = m.name.split_once('/')
+            && !phases.contains(&p)
+        {
+            phases.push(p);
+        }
+    }
+    if phases.is_empty() {
+        return None;
+    }
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let row = 22.0;
+    let (label_w, bar_w) = (160.0, 220.0);
+    let width = label_w + 2.0 * (bar_w + 90.0);
+    let height = 40.0 + row * 2.0 * phases.len() as f64;
+    let cpu_scale = phases
+        .iter()
+        .filter_map(|p| get(p, "cpu_pct.max"))
+        .fold(1.0f64, f64::max);
+    let rss_scale = phases
+        .iter()
+        .filter_map(|p| get(p, "rss_bytes.max"))
+        .fold(1.0f64, f64::max);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" role="img" class="resources" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-size="12" font-family="sans-serif">"##
+    );
+    let cols = [
+        (label_w, t.resource_cpu, cpu_scale, "cpu_pct", 1.0, "%"),
+        (
+            label_w + bar_w + 90.0,
+            t.resource_rss,
+            rss_scale,
+            "rss_bytes",
+            1024.0 * 1024.0,
+            " MiB",
+        ),
+    ];
+    for (x, title, ..) in cols {
+        let _ = write!(
+            svg,
+            r##"<text x="{x}" y="14" font-weight="bold">{}</text>"##,
+            esc(title)
+        );
+    }
+    for (i, p) in phases.iter().enumerate() {
+        let y = 28.0 + row * 2.0 * i as f64;
+        let _ = write!(
+            svg,
+            r##"<text x="0" y="{}">{}</text>"##,
+            y + row * 0.8,
+            esc(p)
+        );
+        for (x, _, scale, q, div, unit) in cols {
+            for (k, (stat, colour)) in [("avg", "#4a7ebb"), ("max", "#c0504d")].iter().enumerate() {
+                let Some(v) = get(p, &format!("{q}.{stat}")) else {
+                    continue;
+                };
+                let yy = y + k as f64 * (row - 4.0);
+                let w = (v / scale * bar_w).max(1.0);
+                let _ = write!(
+                    svg,
+                    r##"<rect x="{x}" y="{yy}" width="{w:.1}" height="{}" fill="{colour}"><title>{p} {stat}</title></rect><text x="{:.1}" y="{:.1}">{stat} {:.1}{unit}</text>"##,
+                    row - 6.0,
+                    x + w + 4.0,
+                    yy + row - 9.0,
+                    v / div
+                );
+            }
+        }
+    }
+    svg.push_str("</svg>");
+    Some(svg)
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod plugins;
 mod qemu_system;
 mod qemu_user;
 mod reports;
+mod resources;
 mod scheduling;
 mod shards;
 mod sql;

@@ -197,49 +197,53 @@ pub(super) async fn run_combination_inner(
                 capabilities.join(", ")
             )
         });
-        let factor = timeout_factor(&ctx.targets[&combo.target]).await;
-        for case in &pending {
-            if ctx.stopping() {
-                break;
+        // The suite is a phase of the component's resource profile.
+        let cases = async {
+            let factor = timeout_factor(&ctx.targets[&combo.target]).await;
+            for case in &pending {
+                if ctx.stopping() {
+                    break;
+                }
+                let scaled;
+                let case = if factor == 1.0 {
+                    *case
+                } else {
+                    scaled = scale_timeout(case, factor);
+                    &scaled
+                };
+                if let Some(why) = not_offered
+                    .clone()
+                    .or_else(|| unmet(&case.requires, &env, &commands, &capabilities))
+                {
+                    let mut o = CaseOutcome::passed();
+                    o.status = Status::Skipped;
+                    o.reason = Some(why);
+                    record(ctx, combo, case, 0, 0, o).await?;
+                    continue;
+                }
+                let started = Instant::now();
+                let Some((outcome, attempts)) =
+                    run_with_retries(ctx, combo, case, component, &env, &workdir).await
+                else {
+                    return Ok(()); // not finished: a resume runs it again
+                };
+                let failed = matches!(outcome.status, Status::Failed | Status::Error);
+                record(
+                    ctx,
+                    combo,
+                    case,
+                    attempts,
+                    started.elapsed().as_millis() as u64,
+                    outcome,
+                )
+                .await?;
+                if ctx.fail_fast && failed {
+                    ctx.fail_fast_hit.store(true, Ordering::Relaxed);
+                }
             }
-            let scaled;
-            let case = if factor == 1.0 {
-                *case
-            } else {
-                scaled = scale_timeout(case, factor);
-                &scaled
-            };
-            if let Some(why) = not_offered
-                .clone()
-                .or_else(|| unmet(&case.requires, &env, &commands, &capabilities))
-            {
-                let mut o = CaseOutcome::passed();
-                o.status = Status::Skipped;
-                o.reason = Some(why);
-                record(ctx, combo, case, 0, 0, o).await?;
-                continue;
-            }
-            let started = Instant::now();
-            let Some((outcome, attempts)) =
-                run_with_retries(ctx, combo, case, component, &env, &workdir).await
-            else {
-                return Ok(()); // not finished: a resume runs it again
-            };
-            let failed = matches!(outcome.status, Status::Failed | Status::Error);
-            record(
-                ctx,
-                combo,
-                case,
-                attempts,
-                started.elapsed().as_millis() as u64,
-                outcome,
-            )
-            .await?;
-            if ctx.fail_fast && failed {
-                ctx.fail_fast_hit.store(true, Ordering::Relaxed);
-            }
-        }
-        Ok(())
+            Ok(())
+        };
+        super::resources::sampled(ctx, component, &workdir, &combo.suite.id, cases).await
     };
     (run_cases.await, Some(workdir))
 }

@@ -218,6 +218,7 @@ pub(super) async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(
                     Err(e) => return Err(error_chain(&e)),
                 }
             }
+            super::resources::idle_window(ctx, pair, workdir).await;
             Ok(())
         })
         .await
@@ -227,6 +228,7 @@ pub(super) async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(
 /// Stop and uninstall the component of a pair after its last suite, in the scratch directory
 /// of the combination that ran it (never interrupted: we leave the target as we found it).
 pub(super) async fn teardown(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), EngineError> {
+    super::resources::record_profile(ctx, pair).await?;
     let never = CancellationToken::new();
     for step in ["stop", "uninstall"] {
         if let Err(why) = recorded_step(ctx, pair, step, workdir, &never).await? {

@@ -10,6 +10,7 @@ mod lifecycle;
 mod record;
 mod requirements;
 mod residue;
+mod resources;
 mod slots;
 
 pub use requirements::canonical_arch;
@@ -181,6 +182,7 @@ pub async fn execute(
                         .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
                         .clone()
                 }),
+                profile: std::sync::Mutex::new(Vec::new()),
             })
         });
         pair.remaining.fetch_add(1, Ordering::Relaxed);

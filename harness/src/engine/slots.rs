@@ -96,6 +96,8 @@ pub(super) struct PairSlot {
     /// that other pairs of the run also reach (the same server and database, e.g. through a
     /// driver and through `psql`): suites create fixed table names, so they take turns.
     pub(super) database: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The resource profile's phases sampled so far (`Err`: a phase the sampler failed).
+    pub(super) profile: std::sync::Mutex<Vec<Result<super::resources::Phase, String>>>,
 }
 
 /// Which database a SQL component reaches, as far as the plan tells: the same key means the
@@ -267,6 +269,7 @@ mod tests {
             },
             password: None,
             labels: Vec::new(),
+            resources: None,
         }
     }
 

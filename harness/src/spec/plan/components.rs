@@ -181,6 +181,10 @@ pub(super) fn parse_components(
             config,
             password,
             labels: c.labels.iter().map(|l| l.get_ref().clone()).collect(),
+            resources: c
+                .resources
+                .as_ref()
+                .and_then(|r| parse_resources(source, i, c.id.span(), r, errors)),
         });
     }
     // The target's operating system is always available as component `os`.
@@ -197,6 +201,7 @@ pub(super) fn parse_components(
             },
             password: None,
             labels: Vec::new(),
+            resources: None,
         });
     }
 
@@ -236,4 +241,128 @@ fn plugin_file_exists(options: &BTreeMap<String, String>) -> Result<(), (&'stati
             format!("{what} {} does not exist", path.display()),
         ))
     }
+}
+
+/// `[component.resources]`: exactly one way to find the processes, durations and thresholds
+/// parsed, each error naming its field.
+fn parse_resources(
+    source: &Source,
+    i: usize,
+    at: Range<usize>,
+    r: &super::raw::ResourcesRaw,
+    errors: &mut Vec<SpecError>,
+) -> Option<super::ResourceSpec> {
+    use super::ProcessSelector as P;
+    let field = |f: &str| format!("component[{i}].resources.{f}");
+    let given: Vec<P> = [
+        r.pid_file.clone().map(P::PidFile),
+        r.process.clone().map(P::Process),
+        r.systemd_unit.clone().map(P::SystemdUnit),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let select = match <[P; 1]>::try_from(given) {
+        Ok([s]) => Some(s),
+        Err(_) => {
+            errors.push(source.error(
+                at,
+                &field("pid_file"),
+                "give exactly one of `pid_file`, `process` or `systemd_unit` to find the component's processes (the `start` command's process tree is not supported yet)",
+            ));
+            None
+        }
+    };
+    let mut ok = true;
+    let mut dur = |v: &Option<toml::Spanned<String>>, name: &str, default: u64| match v {
+        None => std::time::Duration::from_millis(default),
+        Some(t) => match parse_duration(t.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                ok = false;
+                errors.push(source.error(t.span(), &field(name), "must be longer than 0"));
+                std::time::Duration::ZERO
+            }
+            Err(e) => {
+                ok = false;
+                errors.push(source.error(t.span(), &field(name), e.to_string()));
+                std::time::Duration::ZERO
+            }
+        },
+    };
+    let sample_interval = dur(&r.sample_interval, "sample_interval", 1000);
+    let idle_window = dur(&r.idle_window, "idle_window", 10_000);
+    let mut pct = |v: &Option<toml::Spanned<String>>, name: &str| {
+        let t = v.as_ref()?;
+        match parse_percent(t.get_ref()) {
+            Some(p) => Some(p),
+            None => {
+                ok = false;
+                errors.push(source.error(
+                    t.span(),
+                    &field(name),
+                    format!("`{}` is no percentage (write e.g. \"5%\")", t.get_ref()),
+                ));
+                None
+            }
+        }
+    };
+    let cpu_idle_max = pct(&r.cpu_idle_max, "cpu_idle_max");
+    let cpu_max = pct(&r.cpu_max, "cpu_max");
+    let rss_max = r
+        .rss_max
+        .as_ref()
+        .and_then(|t| match parse_bytes(t.get_ref()) {
+            Some(b) => Some(b),
+            None => {
+                ok = false;
+                errors.push(source.error(
+                    t.span(),
+                    &field("rss_max"),
+                    format!(
+                        "`{}` is no size (write e.g. \"2GiB\", \"512MiB\")",
+                        t.get_ref()
+                    ),
+                ));
+                None
+            }
+        });
+    Some(super::ResourceSpec {
+        select: select?,
+        sample_interval,
+        idle_window,
+        cpu_idle_max,
+        cpu_max,
+        rss_max,
+    })
+    .filter(|_| ok)
+}
+
+/// `"5%"`, `"150%"` (percent of one core), `"0.5%"`.
+pub(crate) fn parse_percent(t: &str) -> Option<f64> {
+    let v: f64 = t.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+/// `"2GiB"`, `"512MiB"`, `"100KiB"`, `"4096"` (bytes); `KB/MB/GB` are powers of 1000.
+pub(crate) fn parse_bytes(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let mul: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0f64.powi(4),
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return None,
+    };
+    Some((n * mul) as u64)
 }

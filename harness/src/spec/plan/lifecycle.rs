@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 /// Suite id of the synthetic lifecycle combinations.
 pub const LIFECYCLE_SUITE: &str = "lifecycle";
+/// Case id of the resource-profile item in a pair's lifecycle combination.
+pub const RESOURCES_CASE: &str = "resources";
 
 /// Case id of the uninstall residue item (when the component asks for it).
 pub const RESIDUE_CASE: &str = "residue";
@@ -26,7 +28,8 @@ pub(super) fn with_lifecycle(
     for c in combos {
         let spec = components.iter().find(|x| x.id == c.component);
         if let Some(spec) = spec
-            && lifecycle_cases(&spec.config.lifecycle).next().is_some()
+            && (lifecycle_cases(&spec.config.lifecycle).next().is_some()
+                || spec.resources.is_some())
             && done.insert((c.target.clone(), c.component.clone()))
         {
             out.push(Combination {
@@ -74,8 +77,19 @@ fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
                 l.uninstall.as_ref().expect("checked"),
             )
         });
+    // The resource profile is an item of the lifecycle combination, judged at teardown (it is
+    // never run as a command: its "command" says what it is, for the log).
+    let profile = spec.resources.as_ref().map(|_| {
+        (
+            RESOURCES_CASE,
+            "Resource profile (idle and under load)",
+            "资源占用（空闲与负载）",
+            &spec.id,
+        )
+    });
     let cases: Vec<Case> = lifecycle_cases(&spec.config.lifecycle)
         .chain(residue)
+        .chain(profile)
         .map(|(id, title, title_zh, cmd)| Case {
             id: id.to_string(),
             title: title.to_string(),

@@ -8,7 +8,7 @@ mod raw;
 mod targets;
 mod waivers;
 
-pub use lifecycle::{LIFECYCLE_SUITE, RESIDUE_CASE, lifecycle_cases};
+pub use lifecycle::{LIFECYCLE_SUITE, RESIDUE_CASE, RESOURCES_CASE, lifecycle_cases};
 
 use super::diag::{Source, SpecError, SpecErrors, from_toml_error};
 use super::glob::glob_match;
@@ -59,6 +59,33 @@ pub struct ComponentSpec {
     pub password: Option<SecretRef>,
     /// The plan's extra `onlyif`/`skipif` labels for `sql` cases, after the component's own.
     pub labels: Vec<String>,
+    /// `[component.resources]`: the component's resource profile is sampled and judged.
+    pub resources: Option<ResourceSpec>,
+}
+
+/// How a component's processes are found on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessSelector {
+    /// The pid in this file (read again at every sample: a restart is followed).
+    PidFile(String),
+    /// Every process whose name (`/proc/<pid>/comm`) matches this shell glob.
+    Process(String),
+    /// The processes of this systemd unit's cgroup.
+    SystemdUnit(String),
+}
+
+/// `[component.resources]`, parsed.
+#[derive(Debug, Clone)]
+pub struct ResourceSpec {
+    pub select: ProcessSelector,
+    pub sample_interval: std::time::Duration,
+    pub idle_window: std::time::Duration,
+    /// Percent of one core; the idle window's average must not exceed it.
+    pub cpu_idle_max: Option<f64>,
+    /// Percent of one core; no phase's p95 may exceed it.
+    pub cpu_max: Option<f64>,
+    /// Bytes; no sample's RSS may exceed it.
+    pub rss_max: Option<u64>,
 }
 
 /// Where a component's password comes from; resolved when the run starts, so that validating

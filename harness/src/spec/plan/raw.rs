@@ -203,6 +203,22 @@ pub(super) struct ComponentSpecRaw {
     #[serde(default)]
     pub(super) options: BTreeMap<String, toml::Value>,
     pub(super) lifecycle: Option<LifecycleRaw>,
+    pub(super) resources: Option<ResourcesRaw>,
+}
+
+/// `[component.resources]`: how to find the component's processes on the target, how often
+/// to sample them, and the thresholds of the resource-profile item.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResourcesRaw {
+    pub(super) pid_file: Option<String>,
+    pub(super) process: Option<String>,
+    pub(super) systemd_unit: Option<String>,
+    pub(super) sample_interval: Option<Spanned<String>>,
+    pub(super) idle_window: Option<Spanned<String>>,
+    pub(super) cpu_idle_max: Option<Spanned<String>>,
+    pub(super) cpu_max: Option<Spanned<String>>,
+    pub(super) rss_max: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
