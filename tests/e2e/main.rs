@@ -28,6 +28,7 @@ mod middleware;
 mod plugins;
 mod qemu_system;
 mod qemu_user;
+mod recovery;
 mod reports;
 mod resources;
 mod scheduling;

@@ -229,6 +229,7 @@ pub(super) async fn setup(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(
 /// of the combination that ran it (never interrupted: we leave the target as we found it).
 pub(super) async fn teardown(ctx: &Ctx, pair: &PairSlot, workdir: &str) -> Result<(), EngineError> {
     super::resources::record_profile(ctx, pair).await?;
+    super::recovery::record_recovery(ctx, pair, workdir).await?;
     let never = CancellationToken::new();
     for step in ["stop", "uninstall"] {
         if let Err(why) = recorded_step(ctx, pair, step, workdir, &never).await? {

@@ -8,6 +8,7 @@ mod case;
 mod combination;
 mod lifecycle;
 mod record;
+mod recovery;
 mod requirements;
 mod residue;
 mod resources;

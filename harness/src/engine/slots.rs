@@ -270,6 +270,7 @@ mod tests {
             password: None,
             labels: Vec::new(),
             resources: None,
+            recovery: None,
         }
     }
 

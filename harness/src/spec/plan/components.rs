@@ -185,6 +185,10 @@ pub(super) fn parse_components(
                 .resources
                 .as_ref()
                 .and_then(|r| parse_resources(source, i, c.id.span(), r, errors)),
+            recovery: c
+                .recovery
+                .as_ref()
+                .and_then(|r| parse_recovery(source, i, r, errors)),
         });
     }
     // The target's operating system is always available as component `os`.
@@ -202,6 +206,7 @@ pub(super) fn parse_components(
             password: None,
             labels: Vec::new(),
             resources: None,
+            recovery: None,
         });
     }
 
@@ -365,4 +370,43 @@ pub(crate) fn parse_bytes(t: &str) -> Option<u64> {
         _ => return None,
     };
     Some((n * mul) as u64)
+}
+
+/// `[component.recovery]`: `restart` is `"start"` (default) or `"service"`; a timeout.
+fn parse_recovery(
+    source: &Source,
+    i: usize,
+    r: &super::raw::RecoveryRaw,
+    errors: &mut Vec<SpecError>,
+) -> Option<super::RecoverySpec> {
+    let field = |f: &str| format!("component[{i}].recovery.{f}");
+    let by_start = match r.restart.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
+        None | Some(("start", _)) => true,
+        Some(("service", _)) => false,
+        Some((other, span)) => {
+            errors.push(source.error(
+                span,
+                &field("restart"),
+                format!("`{other}` is no restart mode (`start` or `service`)"),
+            ));
+            return None;
+        }
+    };
+    let timeout = match &r.timeout {
+        None => std::time::Duration::from_secs(60),
+        Some(t) => match parse_duration(t.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(source.error(t.span(), &field("timeout"), e.to_string()));
+                return None;
+            }
+        },
+    };
+    Some(super::RecoverySpec {
+        pid_file: r.pid_file.get_ref().clone(),
+        by_start,
+        timeout,
+        prepare: r.prepare.clone(),
+        check: r.check.clone(),
+    })
 }

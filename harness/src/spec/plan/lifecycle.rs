@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub const LIFECYCLE_SUITE: &str = "lifecycle";
 /// Case id of the resource-profile item in a pair's lifecycle combination.
 pub const RESOURCES_CASE: &str = "resources";
+/// Case id of the recovery item in a pair's lifecycle combination.
+pub const RECOVERY_CASE: &str = "recovery";
 
 /// Case id of the uninstall residue item (when the component asks for it).
 pub const RESIDUE_CASE: &str = "residue";
@@ -29,7 +31,8 @@ pub(super) fn with_lifecycle(
         let spec = components.iter().find(|x| x.id == c.component);
         if let Some(spec) = spec
             && (lifecycle_cases(&spec.config.lifecycle).next().is_some()
-                || spec.resources.is_some())
+                || spec.resources.is_some()
+                || spec.recovery.is_some())
             && done.insert((c.target.clone(), c.component.clone()))
         {
             out.push(Combination {
@@ -87,9 +90,18 @@ fn lifecycle_suite(spec: &ComponentSpec) -> Suite {
             &spec.id,
         )
     });
+    let recovery = spec.recovery.as_ref().map(|_| {
+        (
+            RECOVERY_CASE,
+            "Recovery after the main process is killed",
+            "主进程被杀后恢复",
+            &spec.id,
+        )
+    });
     let cases: Vec<Case> = lifecycle_cases(&spec.config.lifecycle)
         .chain(residue)
         .chain(profile)
+        .chain(recovery)
         .map(|(id, title, title_zh, cmd)| Case {
             id: id.to_string(),
             title: title.to_string(),

@@ -8,7 +8,9 @@ mod raw;
 mod targets;
 mod waivers;
 
-pub use lifecycle::{LIFECYCLE_SUITE, RESIDUE_CASE, RESOURCES_CASE, lifecycle_cases};
+pub use lifecycle::{
+    LIFECYCLE_SUITE, RECOVERY_CASE, RESIDUE_CASE, RESOURCES_CASE, lifecycle_cases,
+};
 
 use super::diag::{Source, SpecError, SpecErrors, from_toml_error};
 use super::glob::glob_match;
@@ -61,6 +63,23 @@ pub struct ComponentSpec {
     pub labels: Vec<String>,
     /// `[component.resources]`: the component's resource profile is sampled and judged.
     pub resources: Option<ResourceSpec>,
+    /// `[component.recovery]`: the component is killed and must come back.
+    pub recovery: Option<RecoverySpec>,
+}
+
+/// `[component.recovery]`, parsed.
+#[derive(Debug, Clone)]
+pub struct RecoverySpec {
+    /// Holds the main process's pid on the target.
+    pub pid_file: String,
+    /// `true`: the harness restarts it with the lifecycle `start`; `false` (`restart =
+    /// "service"`): a service manager must, a new pid in `pid_file` answering.
+    pub by_start: bool,
+    pub timeout: std::time::Duration,
+    /// Writes data before the kill (shell on the target).
+    pub prepare: Option<String>,
+    /// Checks the data after the recovery (shell on the target, exit 0).
+    pub check: Option<String>,
 }
 
 /// How a component's processes are found on the target.

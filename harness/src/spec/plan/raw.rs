@@ -204,6 +204,18 @@ pub(super) struct ComponentSpecRaw {
     pub(super) options: BTreeMap<String, toml::Value>,
     pub(super) lifecycle: Option<LifecycleRaw>,
     pub(super) resources: Option<ResourcesRaw>,
+    pub(super) recovery: Option<RecoveryRaw>,
+}
+
+/// `[component.recovery]`: the recovery item (SIGKILL the main process, see it come back).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RecoveryRaw {
+    pub(super) pid_file: Spanned<String>,
+    pub(super) restart: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) prepare: Option<String>,
+    pub(super) check: Option<String>,
 }
 
 /// `[component.resources]`: how to find the component's processes on the target, how often
